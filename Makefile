@@ -1,0 +1,79 @@
+# Makefile: builds libfovea.so (core/) and, when nvcc exists, libfovea_cuda.so (cuda/);
+# runs the specs; installs. `make help` lists the targets.
+PREFIX    ?= /usr/local
+CC        ?= gcc
+BUILD     ?= build
+CFLAGS    ?= -O2 -g
+SANITIZE  ?=
+BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -fopenmp -Wall -Wextra $(SANITIZE)
+LDLIBS    = -lblas -lpng -ltiff -lm -ldl -lpthread
+SOURCES   = $(wildcard core/*.c core/cpu/*.c core/image/*.c)
+OBJECTS   = $(SOURCES:%.c=$(BUILD)/%.o)
+HEADERS   = $(wildcard core/*.h core/cpu/*.h core/image/*.h)
+LIB       = $(BUILD)/libfovea.so
+LUAJIT    ?= luajit
+BUSTED    ?= busted
+ASAN_BUILD = build-asan
+DEB_PACKAGES = luajit libluajit-5.1-dev libopenblas-dev libpng-dev libtiff-dev lua-busted
+
+.PHONY: all lib test sanitize repl demo deps install uninstall clean help
+
+all: lib
+
+lib: $(LIB)
+
+$(LIB): $(OBJECTS)
+	$(CC) -shared -fopenmp $(SANITIZE) -o $@ $(OBJECTS) $(LDLIBS)
+
+$(BUILD)/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(BASE_CFLAGS) -c $< -o $@
+
+# The busted specs under LuaJIT (spec/*_spec.lua); GPU specs skip themselves without a GPU.
+test: lib
+	$(BUSTED) --lua=$(LUAJIT) --output=spec/count_output.lua spec
+
+# The same specs against a library built with AddressSanitizer and UBSan. LuaJIT itself
+# is not instrumented, so the runtime is preloaded; leaks are not checked (LuaJIT's GC
+# frees at exit in its own order).
+sanitize:
+	$(MAKE) lib BUILD=$(ASAN_BUILD) CFLAGS="-O1 -g -fno-omit-frame-pointer" SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
+	FOVEA_LIB=$(CURDIR)/$(ASAN_BUILD)/libfovea.so \
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	$(BUSTED) --lua=$(LUAJIT) --output=spec/count_output.lua spec
+
+repl: lib
+	$(LUAJIT) -i -e "fv = require 'fovea'; print('fovea ' .. fv.version() .. ': the library is in fv')"
+
+demo: lib
+	$(LUAJIT) recipes/messidor.lua
+
+# Installs the Debian packages fovea needs that are missing.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else echo "all dependencies present"; fi
+
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/fovea $(DESTDIR)$(PREFIX)/share/lua/5.1/fovea
+	install -m 755 $(LIB) $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 core/fovea*.h $(DESTDIR)$(PREFIX)/include/fovea/
+	cp -r lua/fovea/. $(DESTDIR)$(PREFIX)/share/lua/5.1/fovea/
+	@echo "installed; add $(PREFIX)/share/lua/5.1/?.lua;$(PREFIX)/share/lua/5.1/?/init.lua to LUA_PATH if it is not a default"
+
+uninstall:
+	rm -rf $(DESTDIR)$(PREFIX)/lib/libfovea.so $(DESTDIR)$(PREFIX)/include/fovea $(DESTDIR)$(PREFIX)/share/lua/5.1/fovea
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)
+
+help:
+	@echo "make          build $(LIB)"
+	@echo "make deps     install missing Debian packages: $(DEB_PACKAGES)"
+	@echo "make test     run the busted specs under LuaJIT"
+	@echo "make sanitize run the specs against an ASan+UBSan build"
+	@echo "make repl     LuaJIT with fv = require 'fovea'"
+	@echo "make demo     run the main job (luajit recipes/messidor.lua)"
+	@echo "make install PREFIX=/usr/local   install library, headers and Lua modules"

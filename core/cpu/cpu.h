@@ -1,0 +1,20 @@
+/* cpu/cpu.h: the CPU backend's kernels, gathered into fv_cpu_backend by cpu/backend.c. */
+#ifndef FOVEA_CPU_H
+#define FOVEA_CPU_H
+
+#include "../internal.h"
+
+/* Base address of element 0 of the storage behind t (offsets are added by the iterator). */
+static inline char *fv_cpu_base(const fv_tensor *t) { return (char *)t->storage->data; }
+
+int fv_cpu_copy(fv_tensor *dst, const fv_tensor *src);
+int fv_cpu_fill(fv_tensor *dst, double value);
+int fv_cpu_binary(int op, fv_tensor *out, const fv_tensor *a, const fv_tensor *b);
+int fv_cpu_binary_scalar(int op, fv_tensor *out, const fv_tensor *a, double s, int scalar_first);
+int fv_cpu_unary(int op, fv_tensor *out, const fv_tensor *a, double lo, double hi);
+int fv_cpu_reduce(int op, fv_tensor *out, fv_tensor *index, const fv_tensor *a, int64_t outer, int64_t n,
+                  int64_t inner, int correction, int index_base);
+int fv_cpu_matmul(fv_tensor *out, const fv_tensor *a, const fv_tensor *b);
+int fv_cpu_random(int op, fv_tensor *out, uint64_t seed, uint64_t offset);
+
+#endif

@@ -1,0 +1,121 @@
+/* internal.h: what the core's C files share and the public header does not show:
+ * the storage layout, the error helpers, the backend table and shape utilities. */
+#ifndef FOVEA_INTERNAL_H
+#define FOVEA_INTERNAL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fovea.h"
+
+/* ---- storage: one allocation on one device, shared by views ---- */
+struct fv_storage {
+  void *data;
+  size_t bytes;
+  int refcount;
+  int device_type;
+};
+
+/* ---- errors (error.c) ---- */
+/* Records status and a printf-style message for fv_last_error(); returns status. */
+int fv_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Writes "2x3x4" (or "scalar") into buf; returns buf. */
+const char *fv_shape_str(const fv_tensor *t, char *buf, size_t size);
+/* Shape strings for messages, in a small per-thread ring: valid until 8 more calls. */
+const char *fv_shape_of(const fv_tensor *t);
+
+/* Early return on a failed status. */
+#define FV_TRY(expr)           \
+  do {                         \
+    int fv_try_status_ = (expr); \
+    if (fv_try_status_) return fv_try_status_; \
+  } while (0)
+
+/* Checks that t exists, has memory and the dtype is one of the float types. */
+int fv_check_live(const char *op, const fv_tensor *t);
+int fv_check_float(const char *op, const fv_tensor *t);
+int fv_check_same_device(const char *op, const fv_tensor *a, const fv_tensor *b);
+/* Normalises a possibly negative dim against ndim (ndim + extra valid positions). */
+int fv_wrap_dim(const char *op, int dim, int ndim, int *out);
+
+/* ---- storage and tensor construction (storage.c, tensor.c) ---- */
+int fv_storage_new(fv_storage **out, size_t bytes, int device);
+void fv_storage_retain(fv_storage *s);
+void fv_storage_release(fv_storage *s);
+/* A tensor struct with refcount 1 sharing src's storage (retained), same dtype/device. */
+int fv_tensor_alias(fv_tensor **out, const fv_tensor *src);
+/* Fills contiguous row-major strides for t->sizes. */
+void fv_set_contiguous_strides(fv_tensor *t);
+int64_t fv_shape_numel(int ndim, const int64_t *shape);
+/* Allocates a contiguous tensor like fv_empty, with no status message on success. */
+int fv_alloc_like_shape(fv_tensor **out, int ndim, const int64_t *shape, int dtype, int device);
+/* Broadcast shape of a and b into out_shape (FV_MAX_DIMS long); error names op and both shapes. */
+int fv_broadcast_shapes(const char *op, const fv_tensor *a, const fv_tensor *b, int *ndim, int64_t *out_shape);
+/* A view of t expanded to (ndim, shape) with stride 0 on broadcast dims; t must broadcast. */
+void fv_broadcast_view(fv_tensor *view, const fv_tensor *t, int ndim, const int64_t *shape);
+
+/* ---- strided iteration (iter.c) ----
+ * Walks up to three tensors of one shape (broadcast strides allowed) as a set of
+ * rows: the last dim after merging dims that are contiguous for every operand.
+ * Each row calls fn with the base element offsets and the row's strides. */
+typedef struct fv_iter {
+  int ndim;                        /* merged dims */
+  int64_t sizes[FV_MAX_DIMS];
+  int64_t strides[3][FV_MAX_DIMS];  /* per operand, in elements */
+  int64_t base[3];                 /* per operand offset of element 0 */
+  int count;                       /* operands */
+} fv_iter;
+void fv_iter_init(fv_iter *it, int count, const fv_tensor *const *ts);
+/* Calls row(ctx, offsets[3], n, strides[3]) for every row; rows are independent. */
+typedef void (*fv_row_fn)(void *ctx, const int64_t *off, int64_t n, const int64_t *stride);
+void fv_iter_rows(const fv_iter *it, fv_row_fn row, void *ctx);
+
+/* ---- random numbers (philox.c) ---- */
+/* Philox4x32-10 block for counter (ctr_lo, ctr_hi) and key (seed); writes 4 words. */
+void fv_philox4x32(uint64_t counter, uint64_t seed, uint32_t out[4]);
+/* Element i of a uniform [0,1) or standard normal draw at generator position offset. */
+double fv_philox_uniform(uint64_t seed, uint64_t offset, uint64_t i);
+double fv_philox_normal(uint64_t seed, uint64_t offset, uint64_t i);
+
+/* ---- backends ----
+ * Each device has a table of kernels. Front ends (core/elementwise.c, reduce.c, matmul.c, ...) validate arguments,
+ * compute shapes, allocate outputs, then call the table of the inputs' device. No op
+ * knows which devices exist: CUDA registers its own table at load time.
+ * Kernels receive operands already checked and, for elementwise ops, already
+ * broadcast to the output's shape (stride 0 on broadcast dims). */
+typedef struct fv_backend {
+  const char *name;
+  int device_type;
+  int (*supports)(int op, int dtype);
+  void *(*alloc)(size_t bytes);
+  void (*free)(void *data, size_t bytes);
+  /* dst and src on this device, same shape (src may be broadcast), any dtypes */
+  int (*copy)(fv_tensor *dst, const fv_tensor *src);
+  int (*fill)(fv_tensor *dst, double value);
+  /* host <-> device transfer of a contiguous tensor's bytes (NULL on CPU) */
+  int (*to_host)(void *host, const fv_tensor *src, size_t bytes);
+  int (*from_host)(fv_tensor *dst, const void *host, size_t bytes);
+  int (*binary)(int op, fv_tensor *out, const fv_tensor *a, const fv_tensor *b);
+  int (*binary_scalar)(int op, fv_tensor *out, const fv_tensor *a, double s, int scalar_first);
+  /* unary ops; lo and hi are used by FV_OP_CLAMP */
+  int (*unary)(int op, fv_tensor *out, const fv_tensor *a, double lo, double hi);
+  /* reduce a, viewed as (outer, n, inner), over n into out (outer*inner elements);
+   * index (int64, may be NULL) receives arg positions for MAX/MIN/ARGMAX/ARGMIN;
+   * counted from index_base; correction is subtracted from n for FV_OP_VAR */
+  int (*reduce)(int op, fv_tensor *out, fv_tensor *index, const fv_tensor *a,
+                int64_t outer, int64_t n, int64_t inner, int correction, int index_base);
+  /* out = a @ b over the last two dims: out (..., m, n) contiguous, a (..., m, k) and
+   * b (..., k, n) with the same ndim >= 2, batch dims already broadcast (stride 0 allowed) */
+  int (*matmul)(fv_tensor *out, const fv_tensor *a, const fv_tensor *b);
+  int (*random)(int op, fv_tensor *out, uint64_t seed, uint64_t offset);
+} fv_backend;
+
+int fv_backend_register(const fv_backend *backend);
+/* The table for device, or NULL with an error naming op when none is loaded. */
+const fv_backend *fv_backend_for(const char *op, int device);
+/* Fails with FV_ERR_DTYPE (or FV_ERR_DEVICE) naming op when the backend lacks it. */
+int fv_backend_require(const fv_backend *be, int op, int dtype);
+extern const fv_backend fv_cpu_backend;
+
+#endif

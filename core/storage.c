@@ -1,0 +1,50 @@
+/* storage.c: refcounted allocations on a device, and the live-byte counters that let
+ * the Lua side collect garbage tensors before memory piles up. */
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+static _Atomic int64_t live_bytes;
+static _Atomic int64_t peak_bytes;
+
+int64_t fv_live_bytes(void) { return atomic_load(&live_bytes); }
+int64_t fv_peak_bytes(void) { return atomic_load(&peak_bytes); }
+void fv_reset_peak_bytes(void) { atomic_store(&peak_bytes, atomic_load(&live_bytes)); }
+
+static void count_bytes(int64_t delta) {
+  int64_t now = atomic_fetch_add(&live_bytes, delta) + delta;
+  int64_t peak = atomic_load(&peak_bytes);
+  while (now > peak && !atomic_compare_exchange_weak(&peak_bytes, &peak, now)) {
+  }
+}
+
+int fv_storage_new(fv_storage **out, size_t bytes, int device) {
+  const fv_backend *be = fv_backend_for("allocate", device);
+  if (!be) return fv_last_status();
+  fv_storage *s = malloc(sizeof *s);
+  if (!s) return fv_fail(FV_ERR_MEMORY, "allocate: out of host memory for a storage header");
+  s->data = be->alloc(bytes);
+  if (!s->data) {
+    free(s);
+    return fv_fail(FV_ERR_MEMORY, "allocate: cannot allocate %zu bytes on %s", bytes, fv_device_name(device));
+  }
+  s->bytes = bytes;
+  s->refcount = 1;
+  s->device_type = device;
+  count_bytes((int64_t)bytes);
+  *out = s;
+  return FV_OK;
+}
+
+void fv_storage_retain(fv_storage *s) {
+  if (s) __atomic_add_fetch(&s->refcount, 1, __ATOMIC_RELAXED);
+}
+
+void fv_storage_release(fv_storage *s) {
+  if (!s || __atomic_sub_fetch(&s->refcount, 1, __ATOMIC_ACQ_REL) != 0) return;
+  const fv_backend *be = fv_backend_for("free", s->device_type);
+  if (be) be->free(s->data, s->bytes);
+  count_bytes(-(int64_t)s->bytes);
+  free(s);
+}

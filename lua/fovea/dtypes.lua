@@ -1,0 +1,47 @@
+-- dtypes.lua: names of dtypes and devices as Lua strings, and their C codes. The
+-- default dtype for new tensors is float32; fv.set_default_dtype changes it.
+local clib = require 'fovea.clib'
+local C = clib.C
+
+local M = {}
+
+local codes = {
+  float32 = C.FV_FLOAT32, float = C.FV_FLOAT32,
+  float64 = C.FV_FLOAT64, double = C.FV_FLOAT64,
+  float16 = C.FV_FLOAT16, half = C.FV_FLOAT16,
+  bfloat16 = C.FV_BFLOAT16,
+  int64 = C.FV_INT64, long = C.FV_INT64,
+  uint8 = C.FV_UINT8, byte = C.FV_UINT8,
+}
+local names = {}
+for _, name in ipairs { 'float32', 'float64', 'float16', 'bfloat16', 'int64', 'uint8' } do names[codes[name]] = name end
+
+local devices = { cpu = C.FV_CPU, cuda = C.FV_CUDA }
+local default_dtype = C.FV_FLOAT32
+
+-- The C code of a dtype name, or nil when name is not a dtype.
+function M.lookup(name) return codes[name] end
+
+-- The C code of name (default dtype when nil); a clear error for unknown names.
+function M.code(name, level)
+  if name == nil then return default_dtype end
+  local c = codes[name]
+  if not c then
+    error('fovea: unknown dtype ' .. tostring(name) .. ' (float32, float64, int64 or uint8)', (level or 1) + 1)
+  end
+  return c
+end
+
+function M.name(code) return names[tonumber(code)] or 'invalid' end
+
+function M.device_code(name, level)
+  if name == nil then return C.FV_CPU end
+  local c = devices[(tostring(name):gsub(':%d+$', ''))]
+  if not c then error('fovea: unknown device ' .. tostring(name) .. ' (cpu or cuda)', (level or 1) + 1) end
+  return c
+end
+
+function M.set_default(name) default_dtype = M.code(name, 2) end
+function M.default() return M.name(default_dtype) end
+
+return M

@@ -1,0 +1,27 @@
+-- fovea: a neural-network toolkit with a C core, driven from LuaJIT.
+--   local fv = require 'fovea'
+--   local x = fv.randn({2, 3}, {seed = 1})
+--   print(x + 1, x:sum(2), x:matmul(x:t()))
+-- Dimensions and positions count from 1 (negative from the end), as in Torch7.
+local clib = require 'fovea.clib'
+local tensor = require 'fovea.tensor'
+local dtypes = require 'fovea.dtypes'
+local memory = require 'fovea.memory'
+local ffi = require 'ffi'
+
+local C = clib.C
+local fv = {}
+
+for k, v in pairs(tensor) do fv[k] = v end
+
+fv.memory = memory
+fv.C = C
+
+function fv.version() return ffi.string(C.fv_version()) end
+function fv.set_default_dtype(name) dtypes.set_default(name) end
+function fv.default_dtype() return dtypes.default() end
+
+function fv.set_num_threads(n) clib.check(C.fv_set_num_threads(n), 2) end
+function fv.get_num_threads() return C.fv_get_num_threads() end
+
+return fv

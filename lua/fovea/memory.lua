@@ -1,0 +1,34 @@
+-- memory.lua: keeps garbage tensors from piling up. The C core counts the bytes held by
+-- live storages; Lua's collector cannot see them, so after an allocation that takes the
+-- count more than soft_limit past what was live after the last collection, a full
+-- collection runs (as Torch7 users had to do by hand).
+local clib = require 'fovea.clib'
+local C = clib.C
+
+local M = {}
+local soft_limit = 512 * 1024 * 1024
+local baseline = 0
+local collections = 0
+
+function M.after_alloc()
+  local live = tonumber(C.fv_live_bytes())
+  if live - baseline > soft_limit then
+    collectgarbage('collect')
+    collections = collections + 1
+    baseline = tonumber(C.fv_live_bytes())
+  end
+end
+
+-- Bytes of growth between automatic collections (default 512 MiB).
+function M.set_soft_limit(bytes)
+  assert(type(bytes) == 'number' and bytes > 0, 'fovea: soft limit must be a positive number of bytes')
+  soft_limit = bytes
+end
+
+function M.soft_limit() return soft_limit end
+function M.live_bytes() return tonumber(C.fv_live_bytes()) end
+function M.peak_bytes() return tonumber(C.fv_peak_bytes()) end
+function M.reset_peak() C.fv_reset_peak_bytes() end
+function M.collections() return collections end
+
+return M

@@ -1,0 +1,546 @@
+-- tensor.lua: the Tensor type. fv_tensor pointers from the C core become FFI metatype
+-- objects with operators, methods and Torch7-style printing. Lua conventions: dimensions
+-- and positions count from 1 (negative ones from the end: -1 is the last), and index
+-- results (argmax, max's indices) are 1-based, as in Torch7.
+local ffi = require 'ffi'
+local clib = require 'fovea.clib'
+local memory = require 'fovea.memory'
+local dtypes = require 'fovea.dtypes'
+
+local C, check = clib.C, clib.check
+local MAX_DIMS = C.FV_MAX_DIMS
+
+local Tensor = {}          -- methods
+local properties = {}      -- t.grad, t.requires_grad, t.shape
+local setters = {}
+local fv = {}              -- creation functions, exported by init.lua
+
+local out1 = ffi.new('fv_tensor*[1]')
+local out2 = ffi.new('fv_tensor*[1]')
+local shape_buf = ffi.new('int64_t[?]', MAX_DIMS)
+local int_buf = ffi.new('int[?]', MAX_DIMS)
+
+-- A Lua tensor is a small FFI struct holding one reference to a C tensor. (A bare
+-- fv_tensor* would not do: the FFI gives pointers their own + and -, pointer
+-- arithmetic, and never calls the metamethods.) Field p is the C tensor.
+ffi.cdef [[ typedef struct fv_lua_tensor { fv_tensor *p; } fv_lua_tensor; ]]
+local Handle = ffi.typeof('fv_lua_tensor')
+
+-- Takes ownership of a new C reference; the handle's __gc releases it.
+local function wrap(p)
+  memory.after_alloc()
+  return Handle(p)
+end
+fv.wrap = wrap
+
+local function is_tensor(x) return type(x) == 'cdata' and ffi.istype(Handle, x) end
+fv.is_tensor = is_tensor
+
+-- The op's single result: calls fn(out1, ...) and wraps out1[0]. level is error()'s.
+local function make(level, fn, ...)
+  check(fn(out1, ...), level + 1)
+  return wrap(out1[0])
+end
+
+-- Reads a shape from {2, 3} or from numbers 2, 3; returns ndim and the options table.
+local function read_shape(level, a, ...)
+  local dims, opts
+  if type(a) == 'table' and not is_tensor(a) then
+    dims, opts = a, ...
+  else
+    dims = { a, ... }
+    if type(dims[#dims]) == 'table' then opts = table.remove(dims) end
+  end
+  if #dims > MAX_DIMS then error('fovea: at most ' .. MAX_DIMS .. ' dimensions, got ' .. #dims, level + 1) end
+  for i = 1, #dims do
+    local n = dims[i]
+    if type(n) ~= 'number' or n ~= math.floor(n) then
+      error('fovea: shape entry ' .. i .. ' is ' .. tostring(n) .. ', expected an integer', level + 1)
+    end
+    shape_buf[i - 1] = n
+  end
+  return #dims, opts or {}
+end
+
+-- 1-based (or negative) Lua dim to the C core's 0-based (or negative) dim.
+local function cdim(d, level)
+  if type(d) ~= 'number' or d == 0 or d ~= math.floor(d) then
+    error('fovea: dimension ' .. tostring(d) .. ' is invalid (dimensions count from 1, or from -1 at the end)',
+      (level or 2) + 1)
+  end
+  return d > 0 and d - 1 or d
+end
+
+---------------------------------------------------------------------------------------
+-- creation
+
+local function creation_args(level, ...)
+  local ndim, opts = read_shape(level + 1, ...)
+  return ndim, opts, dtypes.code(opts.dtype, level + 1), dtypes.device_code(opts.device, level + 1)
+end
+
+function fv.empty(...)
+  local ndim, _, dt, dev = creation_args(2, ...)
+  return make(2, C.fv_empty, ndim, shape_buf, dt, dev)
+end
+
+function fv.zeros(...)
+  local ndim, _, dt, dev = creation_args(2, ...)
+  return make(2, C.fv_zeros, ndim, shape_buf, dt, dev)
+end
+
+function fv.ones(...)
+  local ndim, _, dt, dev = creation_args(2, ...)
+  return make(2, C.fv_ones, ndim, shape_buf, dt, dev)
+end
+
+-- fv.full({2, 3}, 7) or fv.full({2, 3}, 7, {dtype = 'float64'})
+function fv.full(shape, value, opts)
+  local ndim = read_shape(2, shape)
+  opts = opts or {}
+  return make(2, C.fv_full, ndim, shape_buf, value, dtypes.code(opts.dtype, 2), dtypes.device_code(opts.device, 2))
+end
+
+-- fv.arange(n), fv.arange(start, stop), fv.arange(start, stop, step), each with an
+-- optional options table last; stop is excluded, as in PyTorch.
+function fv.arange(a, b, c, d)
+  local args = { a, b, c, d }
+  local opts = {}
+  for i = #args, 1, -1 do
+    if type(args[i]) == 'table' then opts = table.remove(args, i) end
+  end
+  local start, stop, step = args[1], args[2], args[3] or 1
+  if stop == nil then start, stop = 0, start end
+  return make(2, C.fv_arange, start, stop, step, dtypes.code(opts.dtype, 2), dtypes.device_code(opts.device, 2))
+end
+
+-- A generator for opts.seed (a fresh stream), opts.generator, or the global one.
+local function generator_for(opts)
+  if opts.generator then return opts.generator end
+  if opts.seed then return ffi.new('fv_generator', opts.seed, 0) end
+  return C.fv_default_generator()
+end
+
+function fv.rand(...)
+  local ndim, opts, dt, dev = creation_args(2, ...)
+  return make(2, C.fv_rand, ndim, shape_buf, dt, dev, generator_for(opts))
+end
+
+function fv.randn(...)
+  local ndim, opts, dt, dev = creation_args(2, ...)
+  return make(2, C.fv_randn, ndim, shape_buf, dt, dev, generator_for(opts))
+end
+
+function fv.manual_seed(seed) check(C.fv_manual_seed(seed), 2) end
+
+-- A new generator object for reproducible streams: fv.randn({2}, {generator = g}).
+function fv.generator(seed) return ffi.new('fv_generator', seed or 0, 0) end
+
+-- Shape of a nested Lua table {{1, 2}, {3, 4}} (rows must agree).
+local function nested_shape(data, level)
+  local shape, node = {}, data
+  while type(node) == 'table' do
+    shape[#shape + 1] = #node
+    node = node[1]
+  end
+  local count = 1
+  for _, n in ipairs(shape) do count = count * n end
+  local flat = ffi.new('double[?]', math.max(count, 1))
+  local pos = 0
+  local function walk(t, depth, path)
+    if #t ~= shape[depth] then
+      error(('fovea: tensor data is ragged: %s has %d entries, expected %d'):format(path, #t, shape[depth]), level + 3)
+    end
+    for i = 1, #t do
+      local v = t[i]
+      if depth < #shape then
+        if type(v) ~= 'table' then error('fovea: tensor data is ragged at ' .. path .. '[' .. i .. ']', level + 3) end
+        walk(v, depth + 1, path .. '[' .. i .. ']')
+      else
+        if type(v) == 'boolean' then v = v and 1 or 0 end
+        if type(v) ~= 'number' then
+          error('fovea: tensor data ' .. path .. '[' .. i .. '] is ' .. type(v) .. ', expected a number', level + 3)
+        end
+        flat[pos] = v
+        pos = pos + 1
+      end
+    end
+  end
+  if type(data) == 'table' and #shape > 0 and shape[1] > 0 then walk(data, 1, 'data') end
+  return shape, flat, count
+end
+
+-- fv.tensor({{1, 2}, {3, 4}}, {dtype = 'float64'}); a number gives a 0-dim tensor.
+function fv.tensor(data, opts)
+  opts = opts or {}
+  local shape, flat, count
+  if type(data) == 'number' then
+    shape, flat, count = {}, ffi.new('double[1]', data), 1
+  elseif type(data) == 'table' then
+    shape, flat, count = nested_shape(data, 2)
+  else
+    error('fovea: fv.tensor expects a number or a (nested) table of numbers, got ' .. type(data), 2)
+  end
+  local ndim = read_shape(2, shape)
+  local t = make(2, C.fv_empty, ndim, shape_buf, dtypes.code(opts.dtype, 2), C.FV_CPU)
+  check(C.fv_copy_from_f64(t.p, flat, count), 2)
+  if opts.device and dtypes.device_code(opts.device, 2) ~= C.FV_CPU then return t:to(opts.device) end
+  return t
+end
+
+---------------------------------------------------------------------------------------
+-- properties
+
+function Tensor.dim(t) return t.p.ndim end
+function Tensor.nDimension(t) return t.p.ndim end
+function Tensor.numel(t) return tonumber(C.fv_tensor_numel(t.p)) end
+function Tensor.nElement(t) return Tensor.numel(t) end
+function Tensor.dtype(t) return dtypes.name(t.p.scalar_type) end
+function Tensor.device(t) return ffi.string(C.fv_device_name(t.p.device_type)) end
+function Tensor.is_contiguous(t) return C.fv_tensor_is_contiguous(t.p) == 1 end
+function Tensor.storage_offset(t) return tonumber(t.p.offset) + 1 end
+function Tensor.is_freed(t) return t.p.storage == nil end
+
+-- t:size() is a table {2, 3}; t:size(d) one size (d from 1, or negative from the end).
+function Tensor.size(t, d)
+  if d == nil then
+    local s = {}
+    for i = 0, t.p.ndim - 1 do s[i + 1] = tonumber(t.p.sizes[i]) end
+    return s
+  end
+  local i = d > 0 and d - 1 or t.p.ndim + d
+  if i < 0 or i >= t.p.ndim then
+    error(('fovea: dimension %s out of range for a tensor with %d dimensions'):format(tostring(d), t.p.ndim), 2)
+  end
+  return tonumber(t.p.sizes[i])
+end
+
+function Tensor.stride(t, d)
+  if d == nil then
+    local s = {}
+    for i = 0, t.p.ndim - 1 do s[i + 1] = tonumber(t.p.strides[i]) end
+    return s
+  end
+  local i = d > 0 and d - 1 or t.p.ndim + d
+  if i < 0 or i >= t.p.ndim then
+    error(('fovea: dimension %s out of range for a tensor with %d dimensions'):format(tostring(d), t.p.ndim), 2)
+  end
+  return tonumber(t.p.strides[i])
+end
+
+function properties.shape(t) return Tensor.size(t) end
+
+function properties.requires_grad(t) return t.p.needs_grad ~= 0 end
+function setters.requires_grad(t, v) t.p.needs_grad = v and 1 or 0 end
+
+-- The accumulated gradient as a tensor sharing its memory, or nil.
+function properties.grad(t)
+  local g = t.p.gradient
+  if g == nil then return nil end
+  C.fv_tensor_retain(g)
+  return Handle(g)
+end
+
+function Tensor.shape_string(t)
+  local buf = ffi.new('char[160]')
+  check(C.fv_tensor_describe(t.p, buf, 160), 2)
+  return ffi.string(buf)
+end
+
+---------------------------------------------------------------------------------------
+-- lifetime and values
+
+-- Releases the tensor's memory now (views of it keep theirs); later use is an error.
+function Tensor.free(t)
+  check(C.fv_tensor_free_data(t.p), 2)
+end
+
+function Tensor.data_ptr(t)
+  if t.p.device_type ~= C.FV_CPU then error('fovea: data_ptr: tensor is on ' .. Tensor.device(t), 2) end
+  return C.fv_tensor_data(t.p)
+end
+
+-- All values as a flat double array (cdata) and their count.
+local function values_f64(t, level)
+  local n = Tensor.numel(t)
+  local buf = ffi.new('double[?]', math.max(n, 1))
+  check(C.fv_copy_to_f64(t.p, buf, n), level + 1)
+  return buf, n
+end
+fv.values_f64 = values_f64
+
+-- Nested Lua tables of the values (a number for a 0-dim tensor).
+function Tensor.totable(t)
+  local cpu = t.p.device_type == C.FV_CPU and t or t:cpu()
+  local flat = values_f64(cpu, 2)
+  if t.p.ndim == 0 then return flat[0] end
+  local sizes, pos = Tensor.size(t), 0
+  local function build(depth)
+    local r = {}
+    for i = 1, sizes[depth] do
+      if depth == #sizes then
+        r[i] = flat[pos]
+        pos = pos + 1
+      else
+        r[i] = build(depth + 1)
+      end
+    end
+    return r
+  end
+  return build(1)
+end
+
+-- The value of a one-element tensor.
+function Tensor.item(t)
+  if Tensor.numel(t) ~= 1 then
+    error('fovea: item: tensor ' .. Tensor.shape_string(t) .. ' has ' .. Tensor.numel(t) .. ' elements, not 1', 2)
+  end
+  local v = ffi.new('double[1]')
+  check(C.fv_copy_to_f64(t.p, v, 1), 2)
+  return v[0]
+end
+
+-- t:get(i, j, ...) and t:set(value, i, j, ...): one element, positions from 1.
+local function read_index(t, level, ...)
+  local n = select('#', ...)
+  if n ~= t.p.ndim then
+    error(('fovea: %d indices given for tensor %s'):format(n, Tensor.shape_string(t)), level + 1)
+  end
+  for i = 1, n do
+    local k = select(i, ...)
+    shape_buf[i - 1] = k > 0 and k - 1 or k
+  end
+  return shape_buf
+end
+
+function Tensor.get(t, ...)
+  local v = ffi.new('double[1]')
+  check(C.fv_get_f64(t.p, read_index(t, 2, ...), v), 2)
+  return v[0]
+end
+
+function Tensor.set(t, value, ...)
+  check(C.fv_set_f64(t.p, read_index(t, 2, ...), value), 2)
+  return t
+end
+
+---------------------------------------------------------------------------------------
+-- views
+
+function Tensor.view(t, ...)
+  local ndim = read_shape(2, ...)
+  return make(2, C.fv_view, t.p, ndim, shape_buf)
+end
+
+function Tensor.reshape(t, ...)
+  local ndim = read_shape(2, ...)
+  return make(2, C.fv_reshape, t.p, ndim, shape_buf)
+end
+
+function Tensor.view_as(t, other) return make(2, C.fv_view, t.p, other.p.ndim, other.p.sizes) end
+
+-- t:narrow(dim, start, length): start from 1 (negative from the end).
+function Tensor.narrow(t, dim, start, length)
+  return make(2, C.fv_narrow, t.p, cdim(dim), start > 0 and start - 1 or start, length)
+end
+
+function Tensor.select(t, dim, index)
+  return make(2, C.fv_select, t.p, cdim(dim), index > 0 and index - 1 or index)
+end
+
+function Tensor.transpose(t, d0, d1) return make(2, C.fv_transpose, t.p, cdim(d0), cdim(d1)) end
+
+-- t:t(): transpose of a matrix
+function Tensor.t(t)
+  if t.p.ndim ~= 2 then error('fovea: t() expects a 2-D tensor, got ' .. Tensor.shape_string(t), 2) end
+  return make(2, C.fv_transpose, t.p, 0, 1)
+end
+
+function Tensor.permute(t, ...)
+  local perm = type(...) == 'table' and ... or { ... }
+  for i = 1, #perm do int_buf[i - 1] = cdim(perm[i]) end
+  return make(2, C.fv_permute, t.p, #perm, int_buf)
+end
+
+function Tensor.expand(t, ...)
+  local ndim = read_shape(2, ...)
+  return make(2, C.fv_expand, t.p, ndim, shape_buf)
+end
+
+function Tensor.expand_as(t, other) return make(2, C.fv_expand, t.p, other.p.ndim, other.p.sizes) end
+
+function Tensor.squeeze(t, dim)
+  if dim == nil then return make(2, C.fv_squeeze, t.p, 0, 1) end
+  return make(2, C.fv_squeeze, t.p, cdim(dim), 0)
+end
+
+-- t:unsqueeze(d): the new size-1 dimension becomes dimension d (1 .. ndim+1, or negative).
+function Tensor.unsqueeze(t, dim)
+  if type(dim) ~= 'number' or dim == 0 then error('fovea: unsqueeze: invalid dimension ' .. tostring(dim), 2) end
+  return make(2, C.fv_unsqueeze, t.p, dim > 0 and dim - 1 or dim)
+end
+
+function Tensor.contiguous(t) return make(2, C.fv_contiguous, t.p) end
+function Tensor.clone(t) return make(2, C.fv_clone, t.p) end
+function Tensor.flatten(t) return make(2, C.fv_reshape, t.p, 1, ffi.new('int64_t[1]', -1)) end
+
+---------------------------------------------------------------------------------------
+-- copies and conversion
+
+function Tensor.copy_(t, src)
+  check(C.fv_copy_(t.p, src.p), 2)
+  return t
+end
+
+function Tensor.fill_(t, value)
+  check(C.fv_fill_(t.p, value), 2)
+  return t
+end
+
+function Tensor.zero_(t) return Tensor.fill_(t, 0) end
+
+-- t:to('float64'), t:to('cpu'): a converted copy (the same tensor when nothing changes).
+function Tensor.to(t, what)
+  local dt = dtypes.lookup(what)
+  if dt then
+    if dt == t.p.scalar_type then return t end
+    return make(2, C.fv_to_dtype, t.p, dt)
+  end
+  local dev = dtypes.device_code(what, 2)
+  if dev == t.p.device_type then return t end
+  error('fovea: to(' .. tostring(what) .. '): moving tensors between devices needs the CUDA backend', 2)
+end
+
+function Tensor.float(t) return Tensor.to(t, 'float32') end
+function Tensor.double(t) return Tensor.to(t, 'float64') end
+function Tensor.long(t) return Tensor.to(t, 'int64') end
+function Tensor.byte(t) return Tensor.to(t, 'uint8') end
+function Tensor.cpu(t) return Tensor.to(t, 'cpu') end
+function Tensor.type(t, dtype)
+  if dtype == nil then return Tensor.dtype(t) end
+  return Tensor.to(t, dtype)
+end
+
+---------------------------------------------------------------------------------------
+-- elementwise
+
+local binary_ops = {
+  add = C.FV_OP_ADD, sub = C.FV_OP_SUB, mul = C.FV_OP_MUL, div = C.FV_OP_DIV, pow = C.FV_OP_POW,
+  maximum = C.FV_OP_MAXIMUM, minimum = C.FV_OP_MINIMUM,
+  eq = C.FV_OP_EQ, ne = C.FV_OP_NE, lt = C.FV_OP_LT, le = C.FV_OP_LE, gt = C.FV_OP_GT, ge = C.FV_OP_GE,
+}
+
+-- op(a, b) with either side a tensor or a number.
+local function binary(op, a, b, level)
+  level = level + 1
+  if is_tensor(a) then
+    if is_tensor(b) then return make(level, C.fv_binary, op, a.p, b.p) end
+    if type(b) == 'number' then return make(level, C.fv_binary_scalar, op, a.p, b, 0) end
+  elseif type(a) == 'number' and is_tensor(b) then
+    return make(level, C.fv_binary_scalar, op, b.p, a, 1)
+  end
+  error(('fovea: %s: expected tensors or numbers, got %s and %s'):format(
+    ffi.string(C.fv_op_name(op)), type(a), type(b)), level)
+end
+
+for name, op in pairs(binary_ops) do
+  Tensor[name] = function(a, b) return binary(op, a, b, 2) end
+end
+
+local unary_ops = {
+  neg = C.FV_OP_NEG, exp = C.FV_OP_EXP, log = C.FV_OP_LOG, sqrt = C.FV_OP_SQRT, abs = C.FV_OP_ABS,
+  relu = C.FV_OP_RELU, sigmoid = C.FV_OP_SIGMOID, tanh = C.FV_OP_TANH,
+}
+for name, op in pairs(unary_ops) do
+  Tensor[name] = function(t) return make(2, C.fv_unary, op, t.p) end
+end
+
+function Tensor.clamp(t, lo, hi)
+  return make(2, C.fv_clamp, t.p, lo or -math.huge, hi or math.huge)
+end
+
+---------------------------------------------------------------------------------------
+-- reductions: t:sum() over everything (a 0-dim tensor), t:sum(d) over dimension d;
+-- keepdim keeps the reduced dimension with size 1.
+
+local function reduction(op)
+  return function(t, dim, keepdim)
+    if dim == nil then return make(2, C.fv_reduce, op, t.p, 0, 0, 1, 1) end
+    return make(2, C.fv_reduce, op, t.p, cdim(dim), keepdim and 1 or 0, 0, 1)
+  end
+end
+Tensor.sum = reduction(C.FV_OP_SUM)
+Tensor.mean = reduction(C.FV_OP_MEAN)
+Tensor.argmax = reduction(C.FV_OP_ARGMAX)
+Tensor.argmin = reduction(C.FV_OP_ARGMIN)
+
+-- t:max() is the largest value (0-dim tensor); t:max(d) gives values and 1-based indices.
+local function extremum(op)
+  return function(t, dim, keepdim)
+    if dim == nil then return make(2, C.fv_reduce, op, t.p, 0, 0, 1, 1) end
+    check(C.fv_max_dim(out1, out2, op, t.p, cdim(dim), keepdim and 1 or 0, 1), 2)
+    local values, indices = out1[0], out2[0]
+    return wrap(values), wrap(indices)
+  end
+end
+Tensor.max = extremum(C.FV_OP_MAX)
+Tensor.min = extremum(C.FV_OP_MIN)
+
+-- t:var(dim, {unbiased = true, keepdim = false}); t:var() over everything.
+function Tensor.var(t, dim, opts)
+  if type(dim) == 'table' then dim, opts = nil, dim end
+  opts = opts or {}
+  local unbiased = opts.unbiased == nil or opts.unbiased
+  if dim == nil then return make(2, C.fv_var, t.p, 0, 0, 1, unbiased and 1 or 0) end
+  return make(2, C.fv_var, t.p, cdim(dim), opts.keepdim and 1 or 0, 0, unbiased and 1 or 0)
+end
+
+function Tensor.std(t, dim, opts) return Tensor.sqrt(Tensor.var(t, dim, opts)) end
+
+function Tensor.matmul(a, b) return make(2, C.fv_matmul, a.p, b.p) end
+fv.matmul = Tensor.matmul
+
+---------------------------------------------------------------------------------------
+-- the metatype
+
+local format = require 'fovea.format'
+local mt = {
+  __gc = function(t)
+    if t.p ~= nil then C.fv_tensor_release(t.p) end
+  end,
+  __index = function(t, k)
+    local m = Tensor[k]
+    if m then return m end
+    if type(k) == 'number' then
+      if t.p.ndim == 1 then return Tensor.get(t, k) end
+      return Tensor.select(t, 1, k)
+    end
+    local p = properties[k]
+    if p then return p(t) end
+    return nil
+  end,
+  __newindex = function(t, k, v)
+    if type(k) == 'number' then
+      if t.p.ndim == 1 and type(v) == 'number' then return Tensor.set(t, v, k) end
+      local row = Tensor.select(t, 1, k)
+      if type(v) == 'number' then Tensor.fill_(row, v) else Tensor.copy_(row, v) end
+      return
+    end
+    local s = setters[k]
+    if not s then error('fovea: tensors have no settable field ' .. tostring(k), 2) end
+    s(t, v)
+  end,
+  __add = function(a, b) return binary(C.FV_OP_ADD, a, b, 2) end,
+  __sub = function(a, b) return binary(C.FV_OP_SUB, a, b, 2) end,
+  __mul = function(a, b) return binary(C.FV_OP_MUL, a, b, 2) end,
+  __div = function(a, b) return binary(C.FV_OP_DIV, a, b, 2) end,
+  __pow = function(a, b) return binary(C.FV_OP_POW, a, b, 2) end,
+  __unm = function(a) return make(2, C.fv_unary, C.FV_OP_NEG, a.p) end,
+  __len = function(t) return t.p.ndim > 0 and tonumber(t.p.sizes[0]) or 0 end,
+  __tostring = function(t) return format.tensor(t) end,
+}
+ffi.metatype(Handle, mt)
+
+fv.Tensor = Tensor
+fv.cdim = cdim
+return fv
