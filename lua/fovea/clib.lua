@@ -50,12 +50,26 @@ ffi.C.dlopen(libpath, RTLD_NOW + RTLD_NODELETE)
 
 local M = { C = C, ffi = ffi }
 
--- Raises the C library's last error as a Lua error when status is not FV_OK.
--- level: the stack level to blame, as for error() (default: the caller's caller).
-function M.check(status, level)
-  if status ~= 0 then
-    error('fovea: ' .. ffi.string(C.fv_last_error()), level or 3)
+-- The directory of fovea's own Lua files, to tell them from the user's code.
+local own_dir = here:gsub('fovea[/\\]$', '')
+
+-- Raises msg as a Lua error blamed on the first stack frame outside fovea's Lua files
+-- (the user's line), whatever the depth of the calls and tail calls in between.
+function M.raise(msg)
+  local level = 2
+  while true do
+    local info = debug.getinfo(level, 'S')
+    if not info then level = 2 break end
+    local src = info.source
+    if info.what ~= 'C' and src:sub(1, 1) == '@' and src:sub(2, #own_dir + 1) ~= own_dir then break end
+    level = level + 1
   end
+  error(msg, level)
+end
+
+-- Raises the C library's last error as a Lua error when status is not FV_OK.
+function M.check(status)
+  if status ~= 0 then M.raise('fovea: ' .. ffi.string(C.fv_last_error())) end
 end
 
 return M

@@ -1,7 +1,7 @@
 -- dtypes.lua: names of dtypes and devices as Lua strings, and their C codes. The
 -- default dtype for new tensors is float32; fv.set_default_dtype changes it.
 local clib = require 'fovea.clib'
-local C = clib.C
+local C, raise = clib.C, clib.raise
 
 local M = {}
 
@@ -23,25 +23,25 @@ local default_dtype = C.FV_FLOAT32
 function M.lookup(name) return codes[name] end
 
 -- The C code of name (default dtype when nil); a clear error for unknown names.
-function M.code(name, level)
+function M.code(name)
   if name == nil then return default_dtype end
   local c = codes[name]
   if not c then
-    error('fovea: unknown dtype ' .. tostring(name) .. ' (float32, float64, int64 or uint8)', (level or 1) + 1)
+    raise('fovea: unknown dtype ' .. tostring(name) .. ' (float32, float64, int64 or uint8)')
   end
   return c
 end
 
 function M.name(code) return names[tonumber(code)] or 'invalid' end
 
-function M.device_code(name, level)
+function M.device_code(name)
   if name == nil then return C.FV_CPU end
   local c = devices[(tostring(name):gsub(':%d+$', ''))]
-  if not c then error('fovea: unknown device ' .. tostring(name) .. ' (cpu or cuda)', (level or 1) + 1) end
+  if not c then raise('fovea: unknown device ' .. tostring(name) .. ' (cpu or cuda)') end
   return c
 end
 
-function M.set_default(name) default_dtype = M.code(name, 2) end
+function M.set_default(name) default_dtype = M.code(name) end
 function M.default() return M.name(default_dtype) end
 
 return M

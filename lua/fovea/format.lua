@@ -6,7 +6,7 @@ local ffi = require 'ffi'
 local clib = require 'fovea.clib'
 local dtypes = require 'fovea.dtypes'
 
-local C = clib.C
+local C, raise = clib.C, clib.raise
 local M = { threshold = 1000, edge = 3, linewidth = 80 }
 
 -- Positions (1-based) shown along a dimension of size n.
@@ -28,7 +28,7 @@ local function value_reader(t, numel, abbreviate)
   local nd = t.ndim
   if not abbreviate then
     local buf = ffi.new('double[?]', math.max(numel, 1))
-    clib.check(C.fv_copy_to_f64(t, buf, numel), 4)
+    clib.check(C.fv_copy_to_f64(t, buf, numel))
     local sizes = {}
     for d = 1, nd do sizes[d] = tonumber(t.sizes[d - 1]) end
     return function(idx)
@@ -40,7 +40,7 @@ local function value_reader(t, numel, abbreviate)
   local index, value = ffi.new('int64_t[?]', math.max(nd, 1)), ffi.new('double[1]')
   return function(idx)
     for d = 1, nd do index[d - 1] = idx[d] - 1 end
-    clib.check(C.fv_get_f64(t, index, value), 4)
+    clib.check(C.fv_get_f64(t, index, value))
     return value[0]
   end
 end

@@ -9,7 +9,7 @@ local dtypes = require 'fovea.dtypes'
 local memory = require 'fovea.memory'
 local ffi = require 'ffi'
 
-local C = clib.C
+local C, raise = clib.C, clib.raise
 local fv = {}
 
 for k, v in pairs(tensor) do fv[k] = v end
@@ -21,7 +21,7 @@ function fv.version() return ffi.string(C.fv_version()) end
 function fv.set_default_dtype(name) dtypes.set_default(name) end
 function fv.default_dtype() return dtypes.default() end
 
-function fv.set_num_threads(n) clib.check(C.fv_set_num_threads(n), 2) end
+function fv.set_num_threads(n) clib.check(C.fv_set_num_threads(n)) end
 function fv.get_num_threads() return C.fv_get_num_threads() end
 
 return fv

@@ -7,7 +7,7 @@ local clib = require 'fovea.clib'
 local memory = require 'fovea.memory'
 local dtypes = require 'fovea.dtypes'
 
-local C, check = clib.C, clib.check
+local C, check, raise = clib.C, clib.check, clib.raise
 local MAX_DIMS = C.FV_MAX_DIMS
 
 local Tensor = {}          -- methods
@@ -36,14 +36,14 @@ fv.wrap = wrap
 local function is_tensor(x) return type(x) == 'cdata' and ffi.istype(Handle, x) end
 fv.is_tensor = is_tensor
 
--- The op's single result: calls fn(out1, ...) and wraps out1[0]. level is error()'s.
-local function make(level, fn, ...)
-  check(fn(out1, ...), level + 1)
+-- The op's single result: calls fn(out1, ...) and wraps out1[0].
+local function make(fn, ...)
+  check(fn(out1, ...))
   return wrap(out1[0])
 end
 
 -- Reads a shape from {2, 3} or from numbers 2, 3; returns ndim and the options table.
-local function read_shape(level, a, ...)
+local function read_shape(a, ...)
   local dims, opts
   if type(a) == 'table' and not is_tensor(a) then
     dims, opts = a, ...
@@ -51,54 +51,75 @@ local function read_shape(level, a, ...)
     dims = { a, ... }
     if type(dims[#dims]) == 'table' then opts = table.remove(dims) end
   end
-  if #dims > MAX_DIMS then error('fovea: at most ' .. MAX_DIMS .. ' dimensions, got ' .. #dims, level + 1) end
+  if #dims > MAX_DIMS then raise('fovea: at most ' .. MAX_DIMS .. ' dimensions, got ' .. #dims) end
   for i = 1, #dims do
     local n = dims[i]
     if type(n) ~= 'number' or n ~= math.floor(n) then
-      error('fovea: shape entry ' .. i .. ' is ' .. tostring(n) .. ', expected an integer', level + 1)
+      raise('fovea: shape entry ' .. i .. ' is ' .. tostring(n) .. ', expected an integer')
     end
     shape_buf[i - 1] = n
   end
   return #dims, opts or {}
 end
 
--- 1-based (or negative) Lua dim to the C core's 0-based (or negative) dim.
-local function cdim(d, level)
-  if type(d) ~= 'number' or d == 0 or d ~= math.floor(d) then
-    error('fovea: dimension ' .. tostring(d) .. ' is invalid (dimensions count from 1, or from -1 at the end)',
-      (level or 2) + 1)
+local function shape_text(t)
+  local dims = {}
+  for d = 1, t.p.ndim do dims[d] = tostring(tonumber(t.p.sizes[d - 1])) end
+  return #dims > 0 and table.concat(dims, 'x') or 'scalar'
+end
+
+-- A 1-based (or negative) Lua dimension of t as the C core's 0-based one, checked here
+-- so that messages speak Lua's numbering. extra: positions past the end that are
+-- allowed (1 for unsqueeze).
+local function cdim(t, d, extra)
+  local n = t.p.ndim + (extra or 0)
+  if type(d) ~= 'number' or d == 0 or d ~= math.floor(d) or d > n or d < -n then
+    raise(('fovea: dimension %s out of range for tensor %s (dimensions count from 1, or from -1 at the end)')
+      :format(tostring(d), shape_text(t)))
   end
-  return d > 0 and d - 1 or d
+  return d > 0 and d - 1 or n + d
+end
+
+-- A 1-based (or negative) position along C dimension d0 as a 0-based one, checked.
+-- past_end allows size + 1 (the start of an empty narrow at the end).
+local function cindex(t, d0, i, past_end)
+  local size = tonumber(t.p.sizes[d0])
+  local hi = past_end and size + 1 or size
+  if type(i) ~= 'number' or i == 0 or i ~= math.floor(i) or i > hi or i < -size then
+    raise(('fovea: index %s out of range for dimension %d of size %d in tensor %s'):format(
+      tostring(i), d0 + 1, size, shape_text(t)))
+  end
+  return i > 0 and i - 1 or size + i
 end
 
 ---------------------------------------------------------------------------------------
 -- creation
 
-local function creation_args(level, ...)
-  local ndim, opts = read_shape(level + 1, ...)
-  return ndim, opts, dtypes.code(opts.dtype, level + 1), dtypes.device_code(opts.device, level + 1)
+local function creation_args(...)
+  local ndim, opts = read_shape(...)
+  return ndim, opts, dtypes.code(opts.dtype), dtypes.device_code(opts.device)
 end
 
 function fv.empty(...)
-  local ndim, _, dt, dev = creation_args(2, ...)
-  return make(2, C.fv_empty, ndim, shape_buf, dt, dev)
+  local ndim, _, dt, dev = creation_args(...)
+  return make(C.fv_empty, ndim, shape_buf, dt, dev)
 end
 
 function fv.zeros(...)
-  local ndim, _, dt, dev = creation_args(2, ...)
-  return make(2, C.fv_zeros, ndim, shape_buf, dt, dev)
+  local ndim, _, dt, dev = creation_args(...)
+  return make(C.fv_zeros, ndim, shape_buf, dt, dev)
 end
 
 function fv.ones(...)
-  local ndim, _, dt, dev = creation_args(2, ...)
-  return make(2, C.fv_ones, ndim, shape_buf, dt, dev)
+  local ndim, _, dt, dev = creation_args(...)
+  return make(C.fv_ones, ndim, shape_buf, dt, dev)
 end
 
 -- fv.full({2, 3}, 7) or fv.full({2, 3}, 7, {dtype = 'float64'})
 function fv.full(shape, value, opts)
-  local ndim = read_shape(2, shape)
+  local ndim = read_shape(shape)
   opts = opts or {}
-  return make(2, C.fv_full, ndim, shape_buf, value, dtypes.code(opts.dtype, 2), dtypes.device_code(opts.device, 2))
+  return make(C.fv_full, ndim, shape_buf, value, dtypes.code(opts.dtype), dtypes.device_code(opts.device))
 end
 
 -- fv.arange(n), fv.arange(start, stop), fv.arange(start, stop, step), each with an
@@ -111,7 +132,7 @@ function fv.arange(a, b, c, d)
   end
   local start, stop, step = args[1], args[2], args[3] or 1
   if stop == nil then start, stop = 0, start end
-  return make(2, C.fv_arange, start, stop, step, dtypes.code(opts.dtype, 2), dtypes.device_code(opts.device, 2))
+  return make(C.fv_arange, start, stop, step, dtypes.code(opts.dtype), dtypes.device_code(opts.device))
 end
 
 -- A generator for opts.seed (a fresh stream), opts.generator, or the global one.
@@ -122,22 +143,22 @@ local function generator_for(opts)
 end
 
 function fv.rand(...)
-  local ndim, opts, dt, dev = creation_args(2, ...)
-  return make(2, C.fv_rand, ndim, shape_buf, dt, dev, generator_for(opts))
+  local ndim, opts, dt, dev = creation_args(...)
+  return make(C.fv_rand, ndim, shape_buf, dt, dev, generator_for(opts))
 end
 
 function fv.randn(...)
-  local ndim, opts, dt, dev = creation_args(2, ...)
-  return make(2, C.fv_randn, ndim, shape_buf, dt, dev, generator_for(opts))
+  local ndim, opts, dt, dev = creation_args(...)
+  return make(C.fv_randn, ndim, shape_buf, dt, dev, generator_for(opts))
 end
 
-function fv.manual_seed(seed) check(C.fv_manual_seed(seed), 2) end
+function fv.manual_seed(seed) check(C.fv_manual_seed(seed)) end
 
 -- A new generator object for reproducible streams: fv.randn({2}, {generator = g}).
 function fv.generator(seed) return ffi.new('fv_generator', seed or 0, 0) end
 
 -- Shape of a nested Lua table {{1, 2}, {3, 4}} (rows must agree).
-local function nested_shape(data, level)
+local function nested_shape(data)
   local shape, node = {}, data
   while type(node) == 'table' do
     shape[#shape + 1] = #node
@@ -149,17 +170,17 @@ local function nested_shape(data, level)
   local pos = 0
   local function walk(t, depth, path)
     if #t ~= shape[depth] then
-      error(('fovea: tensor data is ragged: %s has %d entries, expected %d'):format(path, #t, shape[depth]), level + 3)
+      raise(('fovea: tensor data is ragged: %s has %d entries, expected %d'):format(path, #t, shape[depth]))
     end
     for i = 1, #t do
       local v = t[i]
       if depth < #shape then
-        if type(v) ~= 'table' then error('fovea: tensor data is ragged at ' .. path .. '[' .. i .. ']', level + 3) end
+        if type(v) ~= 'table' then raise('fovea: tensor data is ragged at ' .. path .. '[' .. i .. ']') end
         walk(v, depth + 1, path .. '[' .. i .. ']')
       else
         if type(v) == 'boolean' then v = v and 1 or 0 end
         if type(v) ~= 'number' then
-          error('fovea: tensor data ' .. path .. '[' .. i .. '] is ' .. type(v) .. ', expected a number', level + 3)
+          raise('fovea: tensor data ' .. path .. '[' .. i .. '] is ' .. type(v) .. ', expected a number')
         end
         flat[pos] = v
         pos = pos + 1
@@ -177,14 +198,14 @@ function fv.tensor(data, opts)
   if type(data) == 'number' then
     shape, flat, count = {}, ffi.new('double[1]', data), 1
   elseif type(data) == 'table' then
-    shape, flat, count = nested_shape(data, 2)
+    shape, flat, count = nested_shape(data)
   else
-    error('fovea: fv.tensor expects a number or a (nested) table of numbers, got ' .. type(data), 2)
+    raise('fovea: fv.tensor expects a number or a (nested) table of numbers, got ' .. type(data))
   end
-  local ndim = read_shape(2, shape)
-  local t = make(2, C.fv_empty, ndim, shape_buf, dtypes.code(opts.dtype, 2), C.FV_CPU)
-  check(C.fv_copy_from_f64(t.p, flat, count), 2)
-  if opts.device and dtypes.device_code(opts.device, 2) ~= C.FV_CPU then return t:to(opts.device) end
+  local ndim = read_shape(shape)
+  local t = make(C.fv_empty, ndim, shape_buf, dtypes.code(opts.dtype), C.FV_CPU)
+  check(C.fv_copy_from_f64(t.p, flat, count))
+  if opts.device and dtypes.device_code(opts.device) ~= C.FV_CPU then return t:to(opts.device) end
   return t
 end
 
@@ -208,11 +229,7 @@ function Tensor.size(t, d)
     for i = 0, t.p.ndim - 1 do s[i + 1] = tonumber(t.p.sizes[i]) end
     return s
   end
-  local i = d > 0 and d - 1 or t.p.ndim + d
-  if i < 0 or i >= t.p.ndim then
-    error(('fovea: dimension %s out of range for a tensor with %d dimensions'):format(tostring(d), t.p.ndim), 2)
-  end
-  return tonumber(t.p.sizes[i])
+  return tonumber(t.p.sizes[cdim(t, d)])
 end
 
 function Tensor.stride(t, d)
@@ -221,11 +238,7 @@ function Tensor.stride(t, d)
     for i = 0, t.p.ndim - 1 do s[i + 1] = tonumber(t.p.strides[i]) end
     return s
   end
-  local i = d > 0 and d - 1 or t.p.ndim + d
-  if i < 0 or i >= t.p.ndim then
-    error(('fovea: dimension %s out of range for a tensor with %d dimensions'):format(tostring(d), t.p.ndim), 2)
-  end
-  return tonumber(t.p.strides[i])
+  return tonumber(t.p.strides[cdim(t, d)])
 end
 
 function properties.shape(t) return Tensor.size(t) end
@@ -241,9 +254,11 @@ function properties.grad(t)
   return Handle(g)
 end
 
-function Tensor.shape_string(t)
+function Tensor.shape_string(t) return shape_text(t) end
+
+function Tensor.describe(t)
   local buf = ffi.new('char[160]')
-  check(C.fv_tensor_describe(t.p, buf, 160), 2)
+  check(C.fv_tensor_describe(t.p, buf, 160))
   return ffi.string(buf)
 end
 
@@ -252,19 +267,19 @@ end
 
 -- Releases the tensor's memory now (views of it keep theirs); later use is an error.
 function Tensor.free(t)
-  check(C.fv_tensor_free_data(t.p), 2)
+  check(C.fv_tensor_free_data(t.p))
 end
 
 function Tensor.data_ptr(t)
-  if t.p.device_type ~= C.FV_CPU then error('fovea: data_ptr: tensor is on ' .. Tensor.device(t), 2) end
+  if t.p.device_type ~= C.FV_CPU then raise('fovea: data_ptr: tensor is on ' .. Tensor.device(t)) end
   return C.fv_tensor_data(t.p)
 end
 
 -- All values as a flat double array (cdata) and their count.
-local function values_f64(t, level)
+local function values_f64(t)
   local n = Tensor.numel(t)
   local buf = ffi.new('double[?]', math.max(n, 1))
-  check(C.fv_copy_to_f64(t.p, buf, n), level + 1)
+  check(C.fv_copy_to_f64(t.p, buf, n))
   return buf, n
 end
 fv.values_f64 = values_f64
@@ -272,7 +287,7 @@ fv.values_f64 = values_f64
 -- Nested Lua tables of the values (a number for a 0-dim tensor).
 function Tensor.totable(t)
   local cpu = t.p.device_type == C.FV_CPU and t or t:cpu()
-  local flat = values_f64(cpu, 2)
+  local flat = values_f64(cpu)
   if t.p.ndim == 0 then return flat[0] end
   local sizes, pos = Tensor.size(t), 0
   local function build(depth)
@@ -293,34 +308,31 @@ end
 -- The value of a one-element tensor.
 function Tensor.item(t)
   if Tensor.numel(t) ~= 1 then
-    error('fovea: item: tensor ' .. Tensor.shape_string(t) .. ' has ' .. Tensor.numel(t) .. ' elements, not 1', 2)
+    raise('fovea: item: tensor ' .. Tensor.shape_string(t) .. ' has ' .. Tensor.numel(t) .. ' elements, not 1')
   end
   local v = ffi.new('double[1]')
-  check(C.fv_copy_to_f64(t.p, v, 1), 2)
+  check(C.fv_copy_to_f64(t.p, v, 1))
   return v[0]
 end
 
 -- t:get(i, j, ...) and t:set(value, i, j, ...): one element, positions from 1.
-local function read_index(t, level, ...)
+local function read_index(t, ...)
   local n = select('#', ...)
   if n ~= t.p.ndim then
-    error(('fovea: %d indices given for tensor %s'):format(n, Tensor.shape_string(t)), level + 1)
+    raise(('fovea: %d indices given for tensor %s'):format(n, Tensor.shape_string(t)))
   end
-  for i = 1, n do
-    local k = select(i, ...)
-    shape_buf[i - 1] = k > 0 and k - 1 or k
-  end
+  for i = 1, n do shape_buf[i - 1] = cindex(t, i - 1, (select(i, ...))) end
   return shape_buf
 end
 
 function Tensor.get(t, ...)
   local v = ffi.new('double[1]')
-  check(C.fv_get_f64(t.p, read_index(t, 2, ...), v), 2)
+  check(C.fv_get_f64(t.p, read_index(t, ...), v))
   return v[0]
 end
 
 function Tensor.set(t, value, ...)
-  check(C.fv_set_f64(t.p, read_index(t, 2, ...), value), 2)
+  check(C.fv_set_f64(t.p, read_index(t, ...), value))
   return t
 end
 
@@ -328,72 +340,73 @@ end
 -- views
 
 function Tensor.view(t, ...)
-  local ndim = read_shape(2, ...)
-  return make(2, C.fv_view, t.p, ndim, shape_buf)
+  local ndim = read_shape(...)
+  return make(C.fv_view, t.p, ndim, shape_buf)
 end
 
 function Tensor.reshape(t, ...)
-  local ndim = read_shape(2, ...)
-  return make(2, C.fv_reshape, t.p, ndim, shape_buf)
+  local ndim = read_shape(...)
+  return make(C.fv_reshape, t.p, ndim, shape_buf)
 end
 
-function Tensor.view_as(t, other) return make(2, C.fv_view, t.p, other.p.ndim, other.p.sizes) end
+function Tensor.view_as(t, other) return make(C.fv_view, t.p, other.p.ndim, other.p.sizes) end
 
 -- t:narrow(dim, start, length): start from 1 (negative from the end).
 function Tensor.narrow(t, dim, start, length)
-  return make(2, C.fv_narrow, t.p, cdim(dim), start > 0 and start - 1 or start, length)
+  local d = cdim(t, dim)
+  return make(C.fv_narrow, t.p, d, cindex(t, d, start, true), length)
 end
 
 function Tensor.select(t, dim, index)
-  return make(2, C.fv_select, t.p, cdim(dim), index > 0 and index - 1 or index)
+  local d = cdim(t, dim)
+  return make(C.fv_select, t.p, d, cindex(t, d, index))
 end
 
-function Tensor.transpose(t, d0, d1) return make(2, C.fv_transpose, t.p, cdim(d0), cdim(d1)) end
+function Tensor.transpose(t, d0, d1) return make(C.fv_transpose, t.p, cdim(t, d0), cdim(t, d1)) end
 
 -- t:t(): transpose of a matrix
 function Tensor.t(t)
-  if t.p.ndim ~= 2 then error('fovea: t() expects a 2-D tensor, got ' .. Tensor.shape_string(t), 2) end
-  return make(2, C.fv_transpose, t.p, 0, 1)
+  if t.p.ndim ~= 2 then raise('fovea: t() expects a 2-D tensor, got ' .. Tensor.shape_string(t)) end
+  return make(C.fv_transpose, t.p, 0, 1)
 end
 
 function Tensor.permute(t, ...)
   local perm = type(...) == 'table' and ... or { ... }
-  for i = 1, #perm do int_buf[i - 1] = cdim(perm[i]) end
-  return make(2, C.fv_permute, t.p, #perm, int_buf)
+  for i = 1, #perm do int_buf[i - 1] = cdim(t, perm[i]) end
+  return make(C.fv_permute, t.p, #perm, int_buf)
 end
 
 function Tensor.expand(t, ...)
-  local ndim = read_shape(2, ...)
-  return make(2, C.fv_expand, t.p, ndim, shape_buf)
+  local ndim = read_shape(...)
+  return make(C.fv_expand, t.p, ndim, shape_buf)
 end
 
-function Tensor.expand_as(t, other) return make(2, C.fv_expand, t.p, other.p.ndim, other.p.sizes) end
+function Tensor.expand_as(t, other) return make(C.fv_expand, t.p, other.p.ndim, other.p.sizes) end
 
 function Tensor.squeeze(t, dim)
-  if dim == nil then return make(2, C.fv_squeeze, t.p, 0, 1) end
-  return make(2, C.fv_squeeze, t.p, cdim(dim), 0)
+  if dim == nil then return make(C.fv_squeeze, t.p, 0, 1) end
+  return make(C.fv_squeeze, t.p, cdim(t, dim), 0)
 end
 
 -- t:unsqueeze(d): the new size-1 dimension becomes dimension d (1 .. ndim+1, or negative).
 function Tensor.unsqueeze(t, dim)
-  if type(dim) ~= 'number' or dim == 0 then error('fovea: unsqueeze: invalid dimension ' .. tostring(dim), 2) end
-  return make(2, C.fv_unsqueeze, t.p, dim > 0 and dim - 1 or dim)
+  return make(C.fv_unsqueeze, t.p, cdim(t, dim, 1))
 end
 
-function Tensor.contiguous(t) return make(2, C.fv_contiguous, t.p) end
-function Tensor.clone(t) return make(2, C.fv_clone, t.p) end
-function Tensor.flatten(t) return make(2, C.fv_reshape, t.p, 1, ffi.new('int64_t[1]', -1)) end
+function Tensor.contiguous(t) return make(C.fv_contiguous, t.p) end
+function Tensor.clone(t) return make(C.fv_clone, t.p) end
+function Tensor.flatten(t) return make(C.fv_reshape, t.p, 1, ffi.new('int64_t[1]', -1)) end
 
 ---------------------------------------------------------------------------------------
 -- copies and conversion
 
 function Tensor.copy_(t, src)
-  check(C.fv_copy_(t.p, src.p), 2)
+  check(C.fv_copy_(t.p, src.p))
   return t
 end
 
 function Tensor.fill_(t, value)
-  check(C.fv_fill_(t.p, value), 2)
+  check(C.fv_fill_(t.p, value))
   return t
 end
 
@@ -404,11 +417,11 @@ function Tensor.to(t, what)
   local dt = dtypes.lookup(what)
   if dt then
     if dt == t.p.scalar_type then return t end
-    return make(2, C.fv_to_dtype, t.p, dt)
+    return make(C.fv_to_dtype, t.p, dt)
   end
-  local dev = dtypes.device_code(what, 2)
+  local dev = dtypes.device_code(what)
   if dev == t.p.device_type then return t end
-  error('fovea: to(' .. tostring(what) .. '): moving tensors between devices needs the CUDA backend', 2)
+  raise('fovea: to(' .. tostring(what) .. '): moving tensors between devices needs the CUDA backend')
 end
 
 function Tensor.float(t) return Tensor.to(t, 'float32') end
@@ -431,20 +444,19 @@ local binary_ops = {
 }
 
 -- op(a, b) with either side a tensor or a number.
-local function binary(op, a, b, level)
-  level = level + 1
+local function binary(op, a, b)
   if is_tensor(a) then
-    if is_tensor(b) then return make(level, C.fv_binary, op, a.p, b.p) end
-    if type(b) == 'number' then return make(level, C.fv_binary_scalar, op, a.p, b, 0) end
+    if is_tensor(b) then return make(C.fv_binary, op, a.p, b.p) end
+    if type(b) == 'number' then return make(C.fv_binary_scalar, op, a.p, b, 0) end
   elseif type(a) == 'number' and is_tensor(b) then
-    return make(level, C.fv_binary_scalar, op, b.p, a, 1)
+    return make(C.fv_binary_scalar, op, b.p, a, 1)
   end
-  error(('fovea: %s: expected tensors or numbers, got %s and %s'):format(
-    ffi.string(C.fv_op_name(op)), type(a), type(b)), level)
+  raise(('fovea: %s: expected tensors or numbers, got %s and %s'):format(
+    ffi.string(C.fv_op_name(op)), type(a), type(b)))
 end
 
 for name, op in pairs(binary_ops) do
-  Tensor[name] = function(a, b) return binary(op, a, b, 2) end
+  Tensor[name] = function(a, b) return binary(op, a, b) end
 end
 
 local unary_ops = {
@@ -452,11 +464,11 @@ local unary_ops = {
   relu = C.FV_OP_RELU, sigmoid = C.FV_OP_SIGMOID, tanh = C.FV_OP_TANH,
 }
 for name, op in pairs(unary_ops) do
-  Tensor[name] = function(t) return make(2, C.fv_unary, op, t.p) end
+  Tensor[name] = function(t) return make(C.fv_unary, op, t.p) end
 end
 
 function Tensor.clamp(t, lo, hi)
-  return make(2, C.fv_clamp, t.p, lo or -math.huge, hi or math.huge)
+  return make(C.fv_clamp, t.p, lo or -math.huge, hi or math.huge)
 end
 
 ---------------------------------------------------------------------------------------
@@ -465,8 +477,8 @@ end
 
 local function reduction(op)
   return function(t, dim, keepdim)
-    if dim == nil then return make(2, C.fv_reduce, op, t.p, 0, 0, 1, 1) end
-    return make(2, C.fv_reduce, op, t.p, cdim(dim), keepdim and 1 or 0, 0, 1)
+    if dim == nil then return make(C.fv_reduce, op, t.p, 0, 0, 1, 1) end
+    return make(C.fv_reduce, op, t.p, cdim(t, dim), keepdim and 1 or 0, 0, 1)
   end
 end
 Tensor.sum = reduction(C.FV_OP_SUM)
@@ -477,8 +489,8 @@ Tensor.argmin = reduction(C.FV_OP_ARGMIN)
 -- t:max() is the largest value (0-dim tensor); t:max(d) gives values and 1-based indices.
 local function extremum(op)
   return function(t, dim, keepdim)
-    if dim == nil then return make(2, C.fv_reduce, op, t.p, 0, 0, 1, 1) end
-    check(C.fv_max_dim(out1, out2, op, t.p, cdim(dim), keepdim and 1 or 0, 1), 2)
+    if dim == nil then return make(C.fv_reduce, op, t.p, 0, 0, 1, 1) end
+    check(C.fv_max_dim(out1, out2, op, t.p, cdim(t, dim), keepdim and 1 or 0, 1))
     local values, indices = out1[0], out2[0]
     return wrap(values), wrap(indices)
   end
@@ -491,13 +503,13 @@ function Tensor.var(t, dim, opts)
   if type(dim) == 'table' then dim, opts = nil, dim end
   opts = opts or {}
   local unbiased = opts.unbiased == nil or opts.unbiased
-  if dim == nil then return make(2, C.fv_var, t.p, 0, 0, 1, unbiased and 1 or 0) end
-  return make(2, C.fv_var, t.p, cdim(dim), opts.keepdim and 1 or 0, 0, unbiased and 1 or 0)
+  if dim == nil then return make(C.fv_var, t.p, 0, 0, 1, unbiased and 1 or 0) end
+  return make(C.fv_var, t.p, cdim(t, dim), opts.keepdim and 1 or 0, 0, unbiased and 1 or 0)
 end
 
 function Tensor.std(t, dim, opts) return Tensor.sqrt(Tensor.var(t, dim, opts)) end
 
-function Tensor.matmul(a, b) return make(2, C.fv_matmul, a.p, b.p) end
+function Tensor.matmul(a, b) return make(C.fv_matmul, a.p, b.p) end
 fv.matmul = Tensor.matmul
 
 ---------------------------------------------------------------------------------------
@@ -527,15 +539,15 @@ local mt = {
       return
     end
     local s = setters[k]
-    if not s then error('fovea: tensors have no settable field ' .. tostring(k), 2) end
+    if not s then raise('fovea: tensors have no settable field ' .. tostring(k)) end
     s(t, v)
   end,
-  __add = function(a, b) return binary(C.FV_OP_ADD, a, b, 2) end,
-  __sub = function(a, b) return binary(C.FV_OP_SUB, a, b, 2) end,
-  __mul = function(a, b) return binary(C.FV_OP_MUL, a, b, 2) end,
-  __div = function(a, b) return binary(C.FV_OP_DIV, a, b, 2) end,
-  __pow = function(a, b) return binary(C.FV_OP_POW, a, b, 2) end,
-  __unm = function(a) return make(2, C.fv_unary, C.FV_OP_NEG, a.p) end,
+  __add = function(a, b) return binary(C.FV_OP_ADD, a, b) end,
+  __sub = function(a, b) return binary(C.FV_OP_SUB, a, b) end,
+  __mul = function(a, b) return binary(C.FV_OP_MUL, a, b) end,
+  __div = function(a, b) return binary(C.FV_OP_DIV, a, b) end,
+  __pow = function(a, b) return binary(C.FV_OP_POW, a, b) end,
+  __unm = function(a) return make(C.fv_unary, C.FV_OP_NEG, a.p) end,
   __len = function(t) return t.p.ndim > 0 and tonumber(t.p.sizes[0]) or 0 end,
   __tostring = function(t) return format.tensor(t) end,
 }
