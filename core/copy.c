@@ -4,9 +4,19 @@
 
 #include "internal.h"
 
+/* the gradient converted back to the input's dtype */
+static int convert_backward(fv_node *node, const fv_tensor *g, fv_tensor **gin) {
+  if (g->scalar_type == node->inputs[0].scalar_type) {
+    gin[0] = fv_ref(g);
+    return FV_OK;
+  }
+  return fv_to_dtype(&gin[0], g, node->inputs[0].scalar_type);
+}
+
 int fv_copy_(fv_tensor *dst, const fv_tensor *src) {
   FV_TRY(fv_check_live("copy", dst));
   FV_TRY(fv_check_live("copy", src));
+  FV_TRY(fv_check_inplace("copy", dst));
   FV_TRY(fv_check_same_device("copy", dst, src));
   int ndim;
   int64_t shape[FV_MAX_DIMS];
@@ -23,6 +33,7 @@ int fv_copy_(fv_tensor *dst, const fv_tensor *src) {
 
 int fv_fill_(fv_tensor *t, double value) {
   FV_TRY(fv_check_live("fill", t));
+  FV_TRY(fv_check_inplace("fill", t));
   const fv_backend *be = fv_backend_for("fill", t->device_type);
   if (!be) return fv_last_status();
   return be->fill(t, value);
@@ -33,6 +44,10 @@ int fv_to_dtype(fv_tensor **out, const fv_tensor *t, int dtype) {
   fv_tensor *c;
   FV_TRY(fv_alloc_like_shape(&c, t->ndim, t->sizes, dtype, t->device_type));
   int status = fv_copy_(c, t);
+  if (!status && (dtype == FV_FLOAT32 || dtype == FV_FLOAT64)) {
+    fv_node *node;
+    status = fv_record(&node, c, dtype == t->scalar_type ? "clone" : "to_dtype", convert_backward, 1, &t, 0, NULL);
+  }
   if (status) {
     fv_tensor_release(c);
     return status;

@@ -179,3 +179,17 @@ int fv_max_dim(fv_tensor **values, fv_tensor **indices, int op, const fv_tensor 
 /* ---- linear algebra ---- */
 /* 1-D and 2-D as numpy; 3-D and more are batched with broadcast batch dimensions */
 int fv_matmul(fv_tensor **out, const fv_tensor *a, const fv_tensor *b);
+
+/* ---- autograd ----
+ * A tensor with needs_grad set is a leaf whose gradient accumulates in t->gradient; an
+ * op on such tensors (while grad mode is on) records a node in its output's grad_fn.
+ * fv_backward walks the nodes in reverse topological order. */
+int fv_set_grad_enabled(int enabled);   /* returns the previous setting; per thread */
+int fv_is_grad_enabled(void);
+int fv_tensor_set_grad(fv_tensor *t, fv_tensor *grad);   /* retains grad (may be NULL) */
+/* Backpropagates from t; grad is d(loss)/dt (NULL for a one-element t: 1). Gradients
+ * accumulate (+=) into the leaves; the graph's saved tensors are freed afterwards
+ * unless retain_graph is 1. */
+int fv_backward(fv_tensor *t, const fv_tensor *grad, int retain_graph);
+int fv_detach(fv_tensor **out, const fv_tensor *t);   /* shares storage, no grad_fn */
+const char *fv_node_name(const fv_node *node);

@@ -55,6 +55,69 @@ int fv_broadcast_shapes(const char *op, const fv_tensor *a, const fv_tensor *b, 
 /* A view of t expanded to (ndim, shape) with stride 0 on broadcast dims; t must broadcast. */
 void fv_broadcast_view(fv_tensor *view, const fv_tensor *t, int ndim, const int64_t *shape);
 
+/* ---- autograd (autograd.c) ----
+ * A node is what an op records on its output when grad mode is on and an input needs
+ * gradients. It holds an edge per input (the input's own node, or the input itself when
+ * it is a leaf), copies of the inputs' metadata (shapes, dtypes; no storage), the
+ * tensors its backward needs (aliases: storage only, never grad_fn, so no cycles),
+ * and the op's scalar arguments. */
+typedef struct fv_edge {
+  fv_node *node;      /* the input's grad_fn (retained), or */
+  fv_tensor *leaf;    /* the input itself when it is a leaf that needs gradients (retained) */
+} fv_edge;
+
+/* Computes grad_in[i] (new references, or NULL for no gradient) from grad_out. Runs with
+ * grad mode off. */
+typedef int (*fv_backward_fn)(fv_node *node, const fv_tensor *grad_out, fv_tensor **grad_in);
+
+struct fv_node {
+  int refcount;
+  const char *name;
+  fv_backward_fn backward;
+  int n_inputs;
+  fv_edge *edges;          /* (n_inputs) */
+  fv_tensor *inputs;       /* (n_inputs) metadata copies: sizes, strides, dtype; storage NULL */
+  int n_saved;
+  fv_tensor **saved;       /* (n_saved) aliases, NULL once released after backward */
+  int released;            /* saved tensors freed by a backward without retain_graph */
+  int64_t iarg[12];        /* op arguments */
+  double darg[4];
+  /* engine scratch */
+  fv_tensor *grad;         /* gradient accumulated for this node's output */
+  int pending;             /* consumers still to run */
+  int visited;
+};
+
+/* 1 when input i of node needs a gradient. */
+static inline int fv_node_needs(const fv_node *node, int i) { return node->edges[i].node || node->edges[i].leaf; }
+
+/* 1 when grad mode is on and some input needs gradients. */
+int fv_should_record(int n, const fv_tensor *const *inputs);
+/* Records a node on out for the given inputs; *node is NULL when nothing is recorded.
+ * saved tensors are kept (as aliases) for backward. */
+int fv_record(fv_node **node, fv_tensor *out, const char *name, fv_backward_fn backward, int n_inputs,
+              const fv_tensor *const *inputs, int n_saved, const fv_tensor *const *saved);
+void fv_node_release(fv_node *node);
+/* Sums g over broadcast dimensions down to the shape of like (its sizes only). */
+int fv_sum_to(fv_tensor **out, const fv_tensor *g, const fv_tensor *like);
+/* Expression helpers for backward functions: each returns a new tensor, or NULL when
+ * an argument is NULL or the op fails (the error stays in fv_last_error). */
+fv_tensor *fv_op2(int op, const fv_tensor *a, const fv_tensor *b);
+fv_tensor *fv_op2s(int op, const fv_tensor *a, double s, int scalar_first);
+fv_tensor *fv_op1(int op, const fv_tensor *a);
+fv_tensor *fv_op_matmul(const fv_tensor *a, const fv_tensor *b);
+/* A new reference to t. */
+static inline fv_tensor *fv_ref(const fv_tensor *t) {
+  fv_tensor_retain((fv_tensor *)t);
+  return (fv_tensor *)t;
+}
+/* fv_sum_to(g, like) that releases g; NULL-propagating. */
+fv_tensor *fv_take_sum_to(fv_tensor *g, const fv_tensor *like);
+/* FV_OK when every gin[i] the node's edges need is present, else the pending error. */
+int fv_grads_ready(const fv_node *node, fv_tensor **gin);
+/* Fails when an in-place op would write to a tensor that needs gradients. */
+int fv_check_inplace(const char *op, const fv_tensor *t);
+
 /* ---- strided iteration (iter.c) ----
  * Walks up to three tensors of one shape (broadcast strides allowed) as a set of
  * rows: the last dim after merging dims that are contiguous for every operand.

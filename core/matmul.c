@@ -1,6 +1,60 @@
-/* matmul.c: front end of matmul with numpy's rules: 1-D operands are promoted and the
- * added dimension removed afterwards; batch dimensions broadcast. */
+/* matmul.c: matmul with numpy's rules (1-D operands are promoted and the added
+ * dimension removed afterwards; batch dimensions broadcast): front end and backward. */
 #include "internal.h"
+
+/* t as a matrix operand: a 1-D t becomes (1, k) when it is the left operand, (k, 1)
+ * when it is the right one; a view sharing t's storage. */
+static fv_tensor *promote(const fv_tensor *t, int left) {
+  fv_tensor *v;
+  if (t->ndim != 1) return fv_ref(t);
+  return fv_unsqueeze(&v, t, left ? 0 : 1) ? NULL : v;
+}
+
+static fv_tensor *swap_last(const fv_tensor *t) {
+  fv_tensor *v;
+  return t && !fv_transpose(&v, t, -1, -2) ? v : NULL;
+}
+
+/* The gradient of a promoted operand, summed over broadcast batches and shaped as the
+ * original operand (meta). */
+static fv_tensor *shape_back(fv_tensor *g2, const fv_tensor *promoted, const fv_tensor *meta) {
+  fv_tensor *s = promoted ? fv_take_sum_to(g2, promoted) : NULL, *r;
+  if (!promoted) fv_tensor_release(g2);
+  if (!s) return NULL;
+  int status = fv_reshape(&r, s, meta->ndim, meta->sizes);
+  fv_tensor_release(s);
+  return status ? NULL : r;
+}
+
+/* saved = {a, b}: ga = g @ b^T, gb = a^T @ g, on promoted operands */
+static int matmul_backward(fv_node *node, const fv_tensor *g, fv_tensor **gin) {
+  const fv_tensor *a = node->saved[0], *b = node->saved[1];
+  fv_tensor *a2 = promote(a, 1), *b2 = promote(b, 0), *g2 = fv_ref(g), *tmp;
+  if (a->ndim == 1 && g2) {
+    tmp = g2;
+    g2 = fv_unsqueeze(&g2, tmp, tmp->ndim - 1) ? NULL : g2;
+    fv_tensor_release(tmp);
+  }
+  if (b->ndim == 1 && g2) {
+    tmp = g2;
+    g2 = fv_unsqueeze(&g2, tmp, tmp->ndim) ? NULL : g2;
+    fv_tensor_release(tmp);
+  }
+  if (fv_node_needs(node, 0)) {
+    fv_tensor *bt = swap_last(b2);
+    gin[0] = shape_back(fv_op_matmul(g2, bt), a2, &node->inputs[0]);
+    fv_tensor_release(bt);
+  }
+  if (fv_node_needs(node, 1)) {
+    fv_tensor *at = swap_last(a2);
+    gin[1] = shape_back(fv_op_matmul(at, g2), b2, &node->inputs[1]);
+    fv_tensor_release(at);
+  }
+  fv_tensor_release(a2);
+  fv_tensor_release(b2);
+  fv_tensor_release(g2);
+  return fv_grads_ready(node, gin);
+}
 
 int fv_matmul(fv_tensor **out, const fv_tensor *a, const fv_tensor *b) {
   FV_TRY(fv_check_float("matmul", a));
@@ -60,6 +114,18 @@ int fv_matmul(fv_tensor **out, const fv_tensor *a, const fv_tensor *b) {
     o->ndim--;
   }
   if (b->ndim == 1) o->ndim--;
+  const fv_tensor *inputs[2] = {a, b};
+  fv_node *node;
+  status = fv_record(&node, o, "matmul", matmul_backward, 2, inputs, 2, inputs);
+  if (status) {
+    fv_tensor_release(o);
+    return status;
+  }
   *out = o;
   return FV_OK;
+}
+
+fv_tensor *fv_op_matmul(const fv_tensor *a, const fv_tensor *b) {
+  fv_tensor *o;
+  return a && b && !fv_matmul(&o, a, b) ? o : NULL;
 }

@@ -30,6 +30,7 @@ void fv_tensor_release(fv_tensor *t) {
   if (!t || __atomic_sub_fetch(&t->refcount, 1, __ATOMIC_ACQ_REL) != 0) return;
   fv_storage_release(t->storage);
   fv_tensor_release(t->gradient);
+  fv_node_release(t->grad_fn);
   free(t);
 }
 

@@ -1,9 +1,65 @@
 /* views.c: views that share storage: view/reshape, narrow, select, transpose, permute,
- * expand, squeeze, unsqueeze; and the broadcasting rules shared with elementwise ops. */
+ * expand, squeeze, unsqueeze, with their backward functions; and the broadcasting
+ * rules shared with elementwise ops. */
 #include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
+
+enum view_kind { VIEW_RESHAPE, VIEW_EXPAND, VIEW_TRANSPOSE, VIEW_PERMUTE, VIEW_NARROW, VIEW_SELECT };
+
+/* g of the view back to the base's shape; iarg = {kind, args...} */
+static int view_backward(fv_node *node, const fv_tensor *g, fv_tensor **gin) {
+  const fv_tensor *in = &node->inputs[0];
+  const int64_t *arg = node->iarg;
+  fv_tensor *r = NULL, *z = NULL, *slot = NULL;
+  int status = FV_OK;
+  switch (arg[0]) {
+    case VIEW_RESHAPE: status = fv_reshape(&r, g, in->ndim, in->sizes); break;
+    case VIEW_EXPAND: status = fv_sum_to(&r, g, in); break;
+    case VIEW_TRANSPOSE: status = fv_transpose(&r, g, (int)arg[1], (int)arg[2]); break;
+    case VIEW_PERMUTE: {
+      int inverse[FV_MAX_DIMS];
+      for (int d = 0; d < in->ndim; d++) inverse[arg[1 + d]] = d;
+      status = fv_permute(&r, g, in->ndim, inverse);
+      break;
+    }
+    case VIEW_NARROW:
+    case VIEW_SELECT: /* zeros of the base's shape with g in the viewed part */
+      status = fv_zeros(&z, in->ndim, in->sizes, in->scalar_type, in->device_type);
+      if (!status) status = arg[0] == VIEW_NARROW ? fv_narrow(&slot, z, (int)arg[1], arg[2], arg[3])
+                                                  : fv_select(&slot, z, (int)arg[1], arg[2]);
+      if (!status) status = fv_copy_(slot, g);
+      fv_tensor_release(slot);
+      if (!status) r = fv_ref(z);
+      fv_tensor_release(z);
+      break;
+  }
+  if (status) return status;
+  gin[0] = r;
+  return FV_OK;
+}
+
+/* Hands the view v to the caller, recording its backward when t needs gradients. */
+static int finish_view(fv_tensor **out, fv_tensor *v, const fv_tensor *t, int kind, int64_t a1, int64_t a2,
+                       int64_t a3) {
+  fv_node *node;
+  int status = fv_record(&node, v, "view", view_backward, 1, &t, 0, NULL);
+  if (status) {
+    fv_tensor_release(v);
+    return status;
+  }
+  if (node) {
+    static const char *const names[] = {"reshape", "expand", "transpose", "permute", "narrow", "select"};
+    node->name = names[kind];
+    node->iarg[0] = kind;
+    node->iarg[1] = a1;
+    node->iarg[2] = a2;
+    node->iarg[3] = a3;
+  }
+  *out = v;
+  return FV_OK;
+}
 
 static const char *dims_str(int ndim, const int64_t *shape, char *buf, size_t size) {
   fv_tensor tmp;
@@ -91,8 +147,7 @@ int fv_view(fv_tensor **out, const fv_tensor *t, int ndim, const int64_t *shape)
     v->sizes[d] = resolved[d];
     v->strides[d] = stride[d];
   }
-  *out = v;
-  return FV_OK;
+  return finish_view(out, v, t, VIEW_RESHAPE, 0, 0, 0);
 }
 
 int fv_reshape(fv_tensor **out, const fv_tensor *t, int ndim, const int64_t *shape) {
@@ -119,8 +174,7 @@ int fv_narrow(fv_tensor **out, const fv_tensor *t, int dim, int64_t start, int64
   FV_TRY(fv_tensor_alias(&v, t));
   v->offset += start * t->strides[d];
   v->sizes[d] = length;
-  *out = v;
-  return FV_OK;
+  return finish_view(out, v, t, VIEW_NARROW, d, start, length);
 }
 
 int fv_select(fv_tensor **out, const fv_tensor *t, int dim, int64_t index) {
@@ -139,8 +193,7 @@ int fv_select(fv_tensor **out, const fv_tensor *t, int dim, int64_t index) {
     v->strides[k] = t->strides[k + 1];
   }
   v->ndim = t->ndim - 1;
-  *out = v;
-  return FV_OK;
+  return finish_view(out, v, t, VIEW_SELECT, d, i, 0);
 }
 
 int fv_transpose(fv_tensor **out, const fv_tensor *t, int dim0, int dim1) {
@@ -154,8 +207,7 @@ int fv_transpose(fv_tensor **out, const fv_tensor *t, int dim0, int dim1) {
   v->strides[a] = t->strides[b];
   v->sizes[b] = t->sizes[a];
   v->strides[b] = t->strides[a];
-  *out = v;
-  return FV_OK;
+  return finish_view(out, v, t, VIEW_TRANSPOSE, a, b, 0);
 }
 
 int fv_permute(fv_tensor **out, const fv_tensor *t, int ndim, const int *perm) {
@@ -172,6 +224,16 @@ int fv_permute(fv_tensor **out, const fv_tensor *t, int ndim, const int *perm) {
   for (int d = 0; d < ndim; d++) {
     v->sizes[d] = t->sizes[p[d]];
     v->strides[d] = t->strides[p[d]];
+  }
+  fv_node *node;
+  int status = fv_record(&node, v, "permute", view_backward, 1, &t, 0, NULL);
+  if (status) {
+    fv_tensor_release(v);
+    return status;
+  }
+  if (node) {
+    node->iarg[0] = VIEW_PERMUTE;
+    for (int d = 0; d < ndim; d++) node->iarg[1 + d] = p[d];
   }
   *out = v;
   return FV_OK;
@@ -221,8 +283,7 @@ int fv_expand(fv_tensor **out, const fv_tensor *t, int ndim, const int64_t *shap
   v->gradient = NULL;
   v->grad_fn = NULL;
   v->needs_grad = 0;
-  *out = v;
-  return FV_OK;
+  return finish_view(out, v, t, VIEW_EXPAND, 0, 0, 0);
 }
 
 int fv_squeeze(fv_tensor **out, const fv_tensor *t, int dim, int all) {
@@ -239,8 +300,7 @@ int fv_squeeze(fv_tensor **out, const fv_tensor *t, int dim, int all) {
     n++;
   }
   v->ndim = n;
-  *out = v;
-  return FV_OK;
+  return finish_view(out, v, t, VIEW_RESHAPE, 0, 0, 0);
 }
 
 int fv_unsqueeze(fv_tensor **out, const fv_tensor *t, int dim) {
@@ -258,6 +318,5 @@ int fv_unsqueeze(fv_tensor **out, const fv_tensor *t, int dim) {
   v->sizes[d] = 1;
   v->strides[d] = d + 1 < t->ndim + 1 ? v->strides[d + 1] * v->sizes[d + 1] : 1;
   v->ndim = t->ndim + 1;
-  *out = v;
-  return FV_OK;
+  return finish_view(out, v, t, VIEW_RESHAPE, 0, 0, 0);
 }

@@ -15,6 +15,7 @@ local fv = {}
 for k, v in pairs(tensor) do fv[k] = v end
 
 fv.memory = memory
+fv.gradcheck = require 'fovea.gradcheck'
 fv.C = C
 
 function fv.version() return ffi.string(C.fv_version()) end

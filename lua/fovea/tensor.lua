@@ -244,7 +244,60 @@ end
 function properties.shape(t) return Tensor.size(t) end
 
 function properties.requires_grad(t) return t.p.needs_grad ~= 0 end
-function setters.requires_grad(t, v) t.p.needs_grad = v and 1 or 0 end
+
+-- Marks a leaf as needing gradients (float tensors only; not an op's output).
+function setters.requires_grad(t, v)
+  if t.p.grad_fn ~= nil then
+    raise('fovea: requires_grad can only be set on leaf tensors; this one was made by '
+      .. ffi.string(C.fv_node_name(t.p.grad_fn)) .. ' (use :detach())')
+  end
+  if v and t.p.scalar_type ~= C.FV_FLOAT32 and t.p.scalar_type ~= C.FV_FLOAT64 then
+    raise('fovea: only float tensors can require gradients, not ' .. dtypes.name(t.p.scalar_type))
+  end
+  t.p.needs_grad = v and 1 or 0
+end
+
+function Tensor.requires_grad_(t, v)
+  setters.requires_grad(t, v == nil or v)
+  return t
+end
+
+-- The name of the op that made t ('add', 'matmul', ...), or nil for a leaf.
+function properties.grad_fn(t)
+  if t.p.grad_fn == nil then return nil end
+  return ffi.string(C.fv_node_name(t.p.grad_fn))
+end
+
+function Tensor.is_leaf(t) return t.p.grad_fn == nil end
+
+-- t.grad = g sets the gradient (shape and dtype must match); t.grad = nil clears it.
+function setters.grad(t, g)
+  if g ~= nil and not is_tensor(g) then raise('fovea: grad must be a tensor or nil') end
+  check(C.fv_tensor_set_grad(t.p, g ~= nil and g.p or nil))
+end
+
+-- Backpropagates from t: t:backward() for a one-element t, t:backward(grad) otherwise;
+-- opts.retain_graph keeps the saved tensors for another backward.
+function Tensor.backward(t, grad, opts)
+  if type(grad) == 'table' then grad, opts = nil, grad end
+  opts = opts or {}
+  check(C.fv_backward(t.p, grad ~= nil and grad.p or nil, opts.retain_graph and 1 or 0))
+end
+
+-- A tensor sharing t's memory with no history: gradients stop here.
+function Tensor.detach(t) return make(C.fv_detach, t.p) end
+
+-- Runs fn(...) with gradient recording off (restored afterwards, also on error).
+function fv.no_grad(fn, ...)
+  local previous = C.fv_set_grad_enabled(0)
+  local results = { pcall(fn, ...) }
+  C.fv_set_grad_enabled(previous)
+  if not results[1] then error(results[2], 0) end
+  return unpack(results, 2, table.maxn(results))
+end
+
+function fv.set_grad_enabled(on) return C.fv_set_grad_enabled(on and 1 or 0) ~= 0 end
+function fv.is_grad_enabled() return C.fv_is_grad_enabled() ~= 0 end
 
 -- The accumulated gradient as a tensor sharing its memory, or nil.
 function properties.grad(t)
