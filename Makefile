@@ -7,16 +7,16 @@ CFLAGS    ?= -O2 -g
 SANITIZE  ?=
 BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -fopenmp -Wall -Wextra $(SANITIZE)
 LDLIBS    = -lblas -lpng -ltiff -lm -ldl -lpthread
-SOURCES   = $(wildcard core/*.c core/cpu/*.c core/image/*.c)
+SOURCES   = $(wildcard core/*.c core/cpu/*.c core/nn/*.c core/image/*.c)
 OBJECTS   = $(SOURCES:%.c=$(BUILD)/%.o)
-HEADERS   = $(wildcard core/*.h core/cpu/*.h core/image/*.h)
+HEADERS   = $(wildcard core/*.h core/cpu/*.h core/nn/*.h core/image/*.h)
 LIB       = $(BUILD)/libfovea.so
 LUAJIT    ?= luajit
 BUSTED    ?= busted
 ASAN_BUILD = build-asan
 DEB_PACKAGES = luajit libluajit-5.1-dev libopenblas-dev libpng-dev libtiff-dev lua-busted
 
-.PHONY: all lib test sanitize repl demo deps install uninstall clean help
+.PHONY: all lib test ctest sanitize repl demo deps install uninstall clean help
 
 all: lib
 
@@ -29,6 +29,16 @@ $(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(BASE_CFLAGS) -c $< -o $@
 
+# C test programs (spec/c/test_*.c) linked against the library; spec/c_programs_spec.lua
+# builds and runs them as part of the specs.
+CTESTS = $(patsubst spec/c/%.c,$(BUILD)/spec/%,$(wildcard spec/c/test_*.c))
+
+$(BUILD)/spec/%: spec/c/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(BASE_CFLAGS) -Icore -Icore/cpu $< -o $@ -L$(BUILD) -lfovea $(LDLIBS) -Wl,-rpath,$(abspath $(BUILD))
+
+ctest: $(CTESTS)
+
 # The busted specs under LuaJIT (spec/*_spec.lua); GPU specs skip themselves without a GPU.
 test: lib
 	$(BUSTED) --lua=$(LUAJIT) --output=spec/count_output.lua spec
@@ -38,7 +48,8 @@ test: lib
 # frees at exit in its own order).
 sanitize:
 	$(MAKE) lib BUILD=$(ASAN_BUILD) CFLAGS="-O1 -g -fno-omit-frame-pointer" SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
-	FOVEA_LIB=$(CURDIR)/$(ASAN_BUILD)/libfovea.so \
+	FOVEA_LIB=$(CURDIR)/$(ASAN_BUILD)/libfovea.so FOVEA_BUILD=$(ASAN_BUILD) \
+	FOVEA_SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(BUSTED) --lua=$(LUAJIT) --output=spec/count_output.lua spec

@@ -68,6 +68,10 @@ typedef enum fv_op {
   FV_OP_SUM, FV_OP_MEAN, FV_OP_MAX, FV_OP_MIN, FV_OP_ARGMAX, FV_OP_ARGMIN, FV_OP_VAR,
   /* other kernels a backend may support */
   FV_OP_COPY, FV_OP_FILL, FV_OP_MATMUL, FV_OP_RAND, FV_OP_RANDN,
+  /* neural-network kernels */
+  FV_OP_CONV2D, FV_OP_BATCH_NORM, FV_OP_MAX_POOL2D, FV_OP_AVG_POOL2D, FV_OP_ADAPTIVE_AVG_POOL2D,
+  FV_OP_ADAPTIVE_MAX_POOL2D, FV_OP_UPSAMPLE_BILINEAR, FV_OP_SOFTMAX, FV_OP_LOG_SOFTMAX,
+  FV_OP_CROSS_ENTROPY, FV_OP_CHANNEL_SHUFFLE,
   FV_OP_COUNT
 } fv_op;
 
@@ -193,3 +197,36 @@ int fv_tensor_set_grad(fv_tensor *t, fv_tensor *grad);   /* retains grad (may be
 int fv_backward(fv_tensor *t, const fv_tensor *grad, int retain_graph);
 int fv_detach(fv_tensor **out, const fv_tensor *t);   /* shares storage, no grad_fn */
 const char *fv_node_name(const fv_node *node);
+
+/* ---- neural-network ops (differentiable; images are NCHW) ----
+ * Each records its backward when an input needs gradients. Pairs (h, w) are given as
+ * two numbers. */
+int fv_conv2d(fv_tensor **out, const fv_tensor *input, const fv_tensor *weight, const fv_tensor *bias,
+              int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dilation_h,
+              int64_t dilation_w, int64_t groups);
+/* training: normalise with batch statistics and update the running ones (unbiased
+ * variance, momentum); otherwise use the running statistics. weight, bias, running_* may
+ * be NULL (running stats are required when not training). Input (B, C, ...). */
+int fv_batch_norm(fv_tensor **out, const fv_tensor *input, const fv_tensor *weight, const fv_tensor *bias,
+                  fv_tensor *running_mean, fv_tensor *running_var, int training, double momentum, double eps);
+int fv_max_pool2d(fv_tensor **out, const fv_tensor *input, int64_t kernel_h, int64_t kernel_w, int64_t stride_h,
+                  int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w,
+                  int ceil_mode);
+int fv_avg_pool2d(fv_tensor **out, const fv_tensor *input, int64_t kernel_h, int64_t kernel_w, int64_t stride_h,
+                  int64_t stride_w, int64_t pad_h, int64_t pad_w, int ceil_mode, int count_include_pad);
+int fv_adaptive_avg_pool2d(fv_tensor **out, const fv_tensor *input, int64_t out_h, int64_t out_w);
+int fv_adaptive_max_pool2d(fv_tensor **out, const fv_tensor *input, int64_t out_h, int64_t out_w);
+int fv_upsample_bilinear(fv_tensor **out, const fv_tensor *input, int64_t out_h, int64_t out_w, int align_corners);
+int fv_softmax(fv_tensor **out, const fv_tensor *input, int dim);
+int fv_log_softmax(fv_tensor **out, const fv_tensor *input, int dim);
+/* logits (B, K), target int64 (B) of class indices counted from index_base; weight (K)
+ * or NULL; reduction 0 none (B), 1 mean (sum / sum of the targets' weights), 2 sum. */
+int fv_cross_entropy(fv_tensor **out, const fv_tensor *logits, const fv_tensor *target, const fv_tensor *weight,
+                     int reduction, int index_base);
+int fv_channel_shuffle(fv_tensor **out, const fv_tensor *input, int64_t groups);
+/* Joins n tensors along dim; shapes must agree elsewhere. */
+int fv_cat(fv_tensor **out, int n, const fv_tensor *const *inputs, int dim);
+/* y = x W^T + b: input (..., in), weight (out, in), bias (out) or NULL. */
+int fv_linear(fv_tensor **out, const fv_tensor *input, const fv_tensor *weight, const fv_tensor *bias);
+/* Zeroes elements with probability p and scales the rest by 1/(1-p) when training. */
+int fv_dropout(fv_tensor **out, const fv_tensor *input, double p, int training, fv_generator *gen);

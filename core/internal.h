@@ -147,6 +147,32 @@ double fv_philox_normal(uint64_t seed, uint64_t offset, uint64_t i);
  * knows which devices exist: CUDA registers its own table at load time.
  * Kernels receive operands already checked and, for elementwise ops, already
  * broadcast to the output's shape (stride 0 on broadcast dims). */
+/* A neural-network kernel call: the operands (contiguous, on the backend's device) and
+ * arguments of one op's forward or backward. Slots, by op (NULL where optional):
+ *   CONV2D       fwd t: out, inp, weight, bias           i: sh sw ph pw dh dw groups
+ *                bwd t: dinp, dweight, dbias, dout, inp, weight                  (same i)
+ *   BATCH_NORM   fwd t: out, save_mean, save_invstd, running_mean, running_var, inp, weight, bias
+ *                    i: training   d: momentum eps
+ *                bwd t: dinp, dweight, dbias, dout, inp, weight, running_mean, running_var,
+ *                       save_mean, save_invstd                 i: training   d: - eps
+ *   MAX_POOL2D   fwd t: out, indices, inp   i: kh kw sh sw ph pw dh dw;   bwd t: dinp, dout, indices
+ *   AVG_POOL2D   fwd t: out, inp            i: kh kw sh sw ph pw count_include_pad
+ *                bwd t: dinp, dout          (same i)
+ *   ADAPTIVE_AVG_POOL2D  fwd t: out, inp;  bwd t: dinp, dout
+ *   ADAPTIVE_MAX_POOL2D  fwd t: out, indices, inp;  bwd t: dinp, dout, indices
+ *   UPSAMPLE_BILINEAR    fwd t: out, inp;  bwd t: dinp, dout;   i: align_corners
+ *   SOFTMAX, LOG_SOFTMAX over the last dim:  fwd t: out, inp;  bwd t: dinp, dout, out
+ *   CROSS_ENTROPY fwd t: loss, lse, logits, target, weight   i: reduction index_base
+ *                 bwd t: dlogits, dloss, logits, lse, target, weight        (same i)
+ *   CHANNEL_SHUFFLE      fwd t: out, inp;  bwd t: dinp, dout;   i: groups
+ * Backward kernels accumulate (+=) into the gradients they are given. */
+typedef struct fv_nn_call {
+  int op;
+  fv_tensor *t[10];
+  int64_t i[10];
+  double d[2];
+} fv_nn_call;
+
 typedef struct fv_backend {
   const char *name;
   int device_type;
@@ -172,6 +198,8 @@ typedef struct fv_backend {
    * b (..., k, n) with the same ndim >= 2, batch dims already broadcast (stride 0 allowed) */
   int (*matmul)(fv_tensor *out, const fv_tensor *a, const fv_tensor *b);
   int (*random)(int op, fv_tensor *out, uint64_t seed, uint64_t offset);
+  int (*nn_forward)(const fv_nn_call *call);
+  int (*nn_backward)(const fv_nn_call *call);
 } fv_backend;
 
 int fv_backend_register(const fv_backend *backend);

@@ -8,6 +8,9 @@ static const char *const op_names[] = {
     "neg", "exp", "log", "sqrt", "abs", "relu", "sigmoid", "tanh", "clamp",
     "sum", "mean", "max", "min", "argmax", "argmin", "var",
     "copy", "fill", "matmul", "rand", "randn",
+    "conv2d", "batch_norm", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
+    "adaptive_max_pool2d", "upsample_bilinear", "softmax", "log_softmax",
+    "cross_entropy", "channel_shuffle",
 };
 static_assert(sizeof op_names / sizeof op_names[0] == FV_OP_COUNT, "every fv_op needs a name");
 

@@ -38,6 +38,8 @@ const fv_backend fv_cpu_backend = {
     .reduce = fv_cpu_reduce,
     .matmul = fv_cpu_matmul,
     .random = fv_cpu_random,
+    .nn_forward = fv_cpu_nn_forward,
+    .nn_backward = fv_cpu_nn_backward,
 };
 
 /* OpenBLAS exports openblas_set_num_threads; another BLAS may not, so look it up. */

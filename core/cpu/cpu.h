@@ -16,5 +16,7 @@ int fv_cpu_reduce(int op, fv_tensor *out, fv_tensor *index, const fv_tensor *a, 
                   int64_t inner, int correction, int index_base);
 int fv_cpu_matmul(fv_tensor *out, const fv_tensor *a, const fv_tensor *b);
 int fv_cpu_random(int op, fv_tensor *out, uint64_t seed, uint64_t offset);
+int fv_cpu_nn_forward(const fv_nn_call *call);
+int fv_cpu_nn_backward(const fv_nn_call *call);
 
 #endif

@@ -608,4 +608,5 @@ ffi.metatype(Handle, mt)
 
 fv.Tensor = Tensor
 fv.cdim = cdim
+fv.make = make
 return fv

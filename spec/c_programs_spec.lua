@@ -1,0 +1,37 @@
+-- c_programs_spec.lua: builds the C test programs in spec/c/ (make ctest) against the
+-- library under test and runs them: image I/O and processing against fixtures (PNG
+-- colour types, hostile files, OpenCV's CLAHE), and the raw nn kernels against naive
+-- references and finite differences. Under `make sanitize` they are built with the
+-- sanitizers too (FOVEA_BUILD and FOVEA_SANITIZE).
+local build = os.getenv('FOVEA_BUILD') or 'build'
+local sanitize = os.getenv('FOVEA_SANITIZE') or ''
+
+local function run(cmd)
+  local p = io.popen(cmd .. ' 2>&1; echo "exit:$?"')
+  local out = p:read('*a')
+  p:close()
+  local status = tonumber(out:match('exit:(%d+)%s*$'))
+  return status, out
+end
+
+describe('C test programs', function()
+  local built, build_log
+  setup(function()
+    local status
+    status, build_log = run(('make -s ctest BUILD=%s SANITIZE="%s" CFLAGS="-O1 -g"'):format(build, sanitize))
+    built = status == 0
+  end)
+
+  local programs = {
+    {'image I/O and processing', 'test_image', 'spec/fixtures'},
+    {'nn kernels', 'test_nn_kernels', ''},
+  }
+  for _, p in ipairs(programs) do
+    it(p[1] .. ' (spec/c/' .. p[2] .. '.c)', function()
+      assert(built, 'make ctest failed:\n' .. tostring(build_log))
+      local status, out = run(('%s/spec/%s %s'):format(build, p[2], p[3]))
+      assert(status == 0, out)
+      assert.matches(' 0 fail', out)
+    end)
+  end
+end)
