@@ -113,6 +113,11 @@ const char *fv_op_name(int op);
 int64_t fv_live_bytes(void);        /* bytes held by live storages, all devices */
 int64_t fv_peak_bytes(void);
 void fv_reset_peak_bytes(void);
+/* The CPU caching allocator keeps released blocks of 64 KiB and up for reuse, up to a
+ * limit (2 GiB by default); fv_empty_cache gives them back to the system. */
+void fv_empty_cache(void);
+int64_t fv_cached_bytes(void);
+int fv_set_cache_limit(int64_t bytes);
 int fv_set_num_threads(int n);      /* OpenBLAS and core kernels */
 int fv_get_num_threads(void);
 

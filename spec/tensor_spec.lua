@@ -147,6 +147,23 @@ describe('tensor lifetime', function()
     assert.are.same({2, 3}, v:totable())
   end)
 
+  it('reuses large blocks through the allocator cache and empties it on request', function()
+    fv.memory.empty_cache()
+    local t = fv.empty(1024, 1024) -- 4 MiB
+    t:free()
+    local cached = fv.memory.cached_bytes()
+    if os.getenv('FOVEA_NO_ALLOC_CACHE') then
+      assert.are.equal(0, cached)
+    else
+      assert.is_true(cached >= 4 * 1024 * 1024)
+      local again = fv.empty(1000, 1040) -- the same size class
+      assert.is_true(fv.memory.cached_bytes() < cached)
+      again:free()
+    end
+    fv.memory.empty_cache()
+    assert.are.equal(0, fv.memory.cached_bytes())
+  end)
+
   it('collects garbage tensors past the soft limit', function()
     local limit = fv.memory.soft_limit()
     fv.memory.set_soft_limit(16 * 1024 * 1024)

@@ -1,20 +1,10 @@
-/* cpu/backend.c: the CPU backend table: 64-byte aligned allocation, the supports query,
- * and the thread count shared by OpenMP kernels and OpenBLAS. */
+/* cpu/backend.c: the CPU backend table (allocation through the caching allocator in
+ * cpu/alloc.c), the supports query, and the thread count shared by OpenMP kernels and
+ * OpenBLAS. */
 #include <dlfcn.h>
-#include <stdlib.h>
 #include <omp.h>
 
 #include "cpu.h"
-
-static void *cpu_alloc(size_t bytes) {
-  size_t rounded = (bytes + 63) & ~(size_t)63;
-  return aligned_alloc(64, rounded ? rounded : 64);
-}
-
-static void cpu_free(void *data, size_t bytes) {
-  (void)bytes;
-  free(data);
-}
 
 static int cpu_supports(int op, int dtype) {
   if (op == FV_OP_COPY || op == FV_OP_FILL)
@@ -26,8 +16,8 @@ const fv_backend fv_cpu_backend = {
     .name = "cpu",
     .device_type = FV_CPU,
     .supports = cpu_supports,
-    .alloc = cpu_alloc,
-    .free = cpu_free,
+    .alloc = fv_cpu_alloc,
+    .free = fv_cpu_free,
     .copy = fv_cpu_copy,
     .fill = fv_cpu_fill,
     .to_host = NULL,

@@ -7,6 +7,8 @@
 /* Base address of element 0 of the storage behind t (offsets are added by the iterator). */
 static inline char *fv_cpu_base(const fv_tensor *t) { return (char *)t->storage->data; }
 
+void *fv_cpu_alloc(size_t bytes);
+void fv_cpu_free(void *data, size_t bytes);
 int fv_cpu_copy(fv_tensor *dst, const fv_tensor *src);
 int fv_cpu_fill(fv_tensor *dst, double value);
 int fv_cpu_binary(int op, fv_tensor *out, const fv_tensor *a, const fv_tensor *b);

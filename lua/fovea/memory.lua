@@ -31,4 +31,9 @@ function M.peak_bytes() return tonumber(C.fv_peak_bytes()) end
 function M.reset_peak() C.fv_reset_peak_bytes() end
 function M.collections() return collections end
 
+-- The CPU allocator's cache of released blocks: its size, a bound, and a flush.
+function M.cached_bytes() return tonumber(C.fv_cached_bytes()) end
+function M.set_cache_limit(bytes) clib.check(C.fv_set_cache_limit(bytes)) end
+function M.empty_cache() C.fv_empty_cache() end
+
 return M
