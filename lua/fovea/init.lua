@@ -7,12 +7,14 @@ local clib = require 'fovea.clib'
 local tensor = require 'fovea.tensor'
 local dtypes = require 'fovea.dtypes'
 local memory = require 'fovea.memory'
+local serialize = require 'fovea.serialize'
 local ffi = require 'ffi'
 
 local C, raise = clib.C, clib.raise
 local fv = {}
 
 for k, v in pairs(tensor) do fv[k] = v end
+for k, v in pairs(serialize) do fv[k] = v end
 
 fv.memory = memory
 fv.gradcheck = require 'fovea.gradcheck'
