@@ -18,6 +18,8 @@ for k, v in pairs(serialize) do fv[k] = v end
 
 fv.memory = memory
 fv.gradcheck = require 'fovea.gradcheck'
+fv.F = require 'fovea.functional'
+fv.optim = require 'fovea.optim'
 fv.C = C
 
 function fv.version() return ffi.string(C.fv_version()) end
