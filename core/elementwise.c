@@ -239,7 +239,10 @@ int fv_binary_scalar(fv_tensor **out, int op, const fv_tensor *a, double s, int 
   FV_TRY(unary_like(out, op, a, &be, &o));
   int status = be->binary_scalar(op, o, a, s, scalar_first);
   if (!status && !is_comparison(op)) {
-    const fv_tensor *saved[2] = {a, o};
+    /* the input for powers and extrema (and s / a), the output for s / a and s ^ a */
+    int uses_input = op == FV_OP_POW || op == FV_OP_MAXIMUM || op == FV_OP_MINIMUM || (op == FV_OP_DIV && scalar_first);
+    int uses_output = scalar_first && (op == FV_OP_DIV || op == FV_OP_POW);
+    const fv_tensor *saved[2] = {uses_input ? a : NULL, uses_output ? o : NULL};
     fv_node *node;
     status = fv_record(&node, o, fv_op_name(op), binary_scalar_backward, 1, &a, 2, saved);
     if (node) {
@@ -251,9 +254,14 @@ int fv_binary_scalar(fv_tensor **out, int op, const fv_tensor *a, double s, int 
   return finish(out, o, status);
 }
 
-/* Records the backward of a unary op (or clamp with bounds lo, hi) on o. */
+/* Records the backward of a unary op (or clamp with bounds lo, hi) on o, keeping only
+ * what the derivative reads: the input (log, abs, clamp) or the output (exp, sqrt,
+ * relu, sigmoid, tanh), so that e.g. a ReLU does not keep its input alive. */
 static int record_unary(int op, fv_tensor *o, const fv_tensor *a, double lo, double hi) {
-  const fv_tensor *saved[2] = {a, o};
+  int uses_input = op == FV_OP_LOG || op == FV_OP_ABS || op == FV_OP_CLAMP;
+  int uses_output = op == FV_OP_EXP || op == FV_OP_SQRT || op == FV_OP_RELU || op == FV_OP_SIGMOID ||
+                    op == FV_OP_TANH;
+  const fv_tensor *saved[2] = {uses_input ? a : NULL, uses_output ? o : NULL};
   fv_node *node;
   FV_TRY(fv_record(&node, o, fv_op_name(op), unary_backward, 1, &a, 2, saved));
   if (node) {

@@ -36,6 +36,12 @@ for _, extra in ipairs { 'fovea_image.h', 'fovea_optim.h', 'fovea_io.h' } do
   if text then ffi.cdef(text) end
 end
 
+-- OpenMP threads that spin while OpenBLAS's own threads run a GEMM steal its cores (a
+-- training step ran 3x slower): unless the user chose otherwise, idle OpenMP threads
+-- sleep. libgomp reads this when it is loaded, with the library below.
+ffi.cdef [[ int setenv(const char *name, const char *value, int overwrite); ]]
+ffi.C.setenv('OMP_WAIT_POLICY', 'PASSIVE', 0)
+
 local libpath = first_existing { os.getenv('FOVEA_LIB'), repo .. 'build/libfovea.so', prefix .. 'lib/libfovea.so' }
 local ok, C = pcall(ffi.load, libpath or 'fovea')
 if not ok then

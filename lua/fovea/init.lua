@@ -19,7 +19,9 @@ for k, v in pairs(serialize) do fv[k] = v end
 fv.memory = memory
 fv.gradcheck = require 'fovea.gradcheck'
 fv.F = require 'fovea.functional'
+fv.clock = require 'fovea.clock'
 fv.optim = require 'fovea.optim'
+fv.nn = require 'fovea.nn'
 fv.C = C
 
 function fv.version() return ffi.string(C.fv_version()) end

@@ -1,7 +1,8 @@
 -- memory.lua: keeps garbage tensors from piling up. The C core counts the bytes held by
 -- live storages; Lua's collector cannot see them, so after an allocation that takes the
 -- count more than soft_limit past what was live after the last collection, a full
--- collection runs (as Torch7 users had to do by hand).
+-- collection runs (as Torch7 users had to do by hand); so does the end of each backward
+-- pass (after_backward), when a step's activations have just become garbage.
 local clib = require 'fovea.clib'
 local C = clib.C
 
@@ -10,13 +11,22 @@ local soft_limit = 512 * 1024 * 1024
 local baseline = 0
 local collections = 0
 
+local function collect()
+  collectgarbage('collect')
+  collections = collections + 1
+  baseline = tonumber(C.fv_live_bytes())
+end
+
 function M.after_alloc()
-  local live = tonumber(C.fv_live_bytes())
-  if live - baseline > soft_limit then
-    collectgarbage('collect')
-    collections = collections + 1
-    baseline = tonumber(C.fv_live_bytes())
-  end
+  if tonumber(C.fv_live_bytes()) - baseline > soft_limit then collect() end
+end
+
+-- After a backward pass the step's activations are garbage that only a collection
+-- frees (their C memory is invisible to Lua's collector). A full collection of a small
+-- Lua heap costs about a millisecond, far less than a training step, so one runs here
+-- whenever live memory grew by a sixteenth of the soft limit since the last.
+function M.after_backward()
+  if tonumber(C.fv_live_bytes()) - baseline > soft_limit / 16 then collect() end
 end
 
 -- Bytes of growth between automatic collections (default 512 MiB).

@@ -282,6 +282,7 @@ function Tensor.backward(t, grad, opts)
   if type(grad) == 'table' then grad, opts = nil, grad end
   opts = opts or {}
   check(C.fv_backward(t.p, grad ~= nil and grad.p or nil, opts.retain_graph and 1 or 0))
+  memory.after_backward()
 end
 
 -- A tensor sharing t's memory with no history: gradients stop here.
