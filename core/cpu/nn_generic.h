@@ -15,7 +15,13 @@
  * ACC    accumulator type for sums (double for both: PyTorch's CPU acc_type of float)
  * FN(x)  public name with the type suffix; SFN(x) the same for file-local helpers
  * GEMM   cblas_sgemm / cblas_dgemm
- * EXP, LOG, SQRT, FLOOR  math functions of T */
+ * EXP, LOG, SQRT, FLOOR  math functions of T
+ *
+ * NN_PAR_MIN: parallel loops carry `if (work >= NN_PAR_MIN)`, work in element visits:
+ * waking the OpenMP team costs tens of microseconds, more than small loops take. */
+#ifndef NN_PAR_MIN
+#define NN_PAR_MIN 32768
+#endif
 #undef T
 #undef ACC
 #undef FN

@@ -8,7 +8,14 @@
  * it. Every kernel exists for float (_f32) and double (_f64) with the same arguments.
  * Arguments are not checked: the caller (core/ops) validates shapes and options and
  * allocates outputs. Parallelism: OpenMP inside the kernels, OpenBLAS for GEMMs; call
- * the kernels from one thread at a time (OpenBLAS's pthread build is not re-entrant).
+ * the kernels from one thread at a time.
+ *
+ * Threads: libgomp's default wait policy spins each OpenMP worker for milliseconds after
+ * a parallel region, and OpenBLAS's pthread workers spin after each GEMM. On 2 cores they
+ * take each other's core: measured here, a GEMM right after an OpenMP region ran 2-6x
+ * slower and conv2d forward+backward took about 2x as long. Run with
+ * OMP_WAIT_POLICY=PASSIVE in the environment before libgomp loads (for LuaJIT: setenv
+ * before ffi.load of the library), or link OpenBLAS's OpenMP build so both share one pool.
  *
  * Files: nn_conv2d.c, nn_batch_norm.c, nn_pool.c, nn_upsample.c, nn_softmax.c,
  * nn_loss.c, nn_shuffle.c; each includes its nn_*.inc body once per type through

@@ -1,9 +1,13 @@
 /* test_nn_kernels.c: checks of the CPU nn kernels (core/cpu/nn_kernels.h).
  *
  * Build and run from the repository root (no Makefile needed):
- *   gcc -std=c11 -O2 -Wall -Wextra -fopenmp -o /tmp/test_nn_kernels \
- *       spec/c/test_nn_kernels.c core/cpu/nn_*.c -lblas -lm && /tmp/test_nn_kernels
- *   /tmp/test_nn_kernels bench    # float32 conv2d timings at ResNet18 sizes
+ *   K="conv2d batch_norm pool upsample softmax loss shuffle"
+ *   gcc -std=c11 -O2 -Wall -Wextra -fopenmp -o /tmp/test_nn_kernels spec/c/test_nn_kernels.c \
+ *       $(for k in $K; do echo core/cpu/nn_$k.c; done) -lblas -lm && /tmp/test_nn_kernels
+ *   OMP_WAIT_POLICY=passive /tmp/test_nn_kernels bench   # float32 conv2d timings, ResNet18 sizes
+ * (OMP_WAIT_POLICY=passive: see "Threads" at the top of core/cpu/nn_kernels.h.)
+ * Add -DNN_PAR_MIN=1 to run every kernel loop in parallel even at these small sizes.
+ * `make ctest` builds the same program against build/libfovea.so.
  *
  * For every kernel, in double:
  *   (a) forward against a naive reference written here (small odd sizes), plus a few
@@ -12,6 +16,7 @@
  *       for a random r, per input element (random directions for the bigger cases);
  *       gradient buffers start non-zero, so this also checks that backward adds;
  *   (c) float against double, forward and backward.
+ * Outputs and the conv workspace start full of NaNs, so unwritten elements show up.
  * Exits 1 when a check fails. */
 #include <math.h>
 #include <stdint.h>
@@ -128,8 +133,16 @@ static void tcase_free(tcase *t) {
   }
   free(t->out); free(t->out32); free(t->dout); free(t->dout32);
 }
+/* Forward with the output pre-filled with NaN: every element must be written. */
+static void fwd_call(tcase *t, int f32) {
+  for (size_t i = 0; i < t->nout; i++) {
+    t->out[i] = NAN;
+    t->out32[i] = NAN;
+  }
+  t->fwd(t, f32);
+}
 static double loss_of(tcase *t) {
-  t->fwd(t, 0);
+  fwd_call(t, 0);
   double s = 0;
   for (size_t i = 0; i < t->nout; i++) s += t->dout[i] * t->out[i];
   return s;
@@ -140,7 +153,7 @@ static void run_case(tcase *t, const double *expected) {
   const double eps = 1e-6;
   char what[64];
   /* (a) forward */
-  t->fwd(t, 0);
+  fwd_call(t, 0);
   double *out64 = dalloc(t->nout);
   memcpy(out64, t->out, t->nout * sizeof(double));
   if (expected) {
@@ -199,7 +212,7 @@ static void run_case(tcase *t, const double *expected) {
   }
   /* (c) float against double */
   for (int p = 0; p < t->np; p++) d2f(t->x32[p], t->x[p], t->n[p]);
-  t->fwd(t, 1);
+  fwd_call(t, 1);
   double *o32 = dalloc(t->nout);
   f2d(o32, t->out32, t->nout);
   double ef = relerr(o32, out64, t->nout);
@@ -233,12 +246,13 @@ typedef struct {
   (c)->B, (c)->Cin, (c)->H, (c)->W, (c)->Cout, (c)->KH, (c)->KW, (c)->sh, (c)->sw, (c)->ph, \
       (c)->pw, (c)->dh, (c)->dw, (c)->groups
 
-/* A workspace of the advertised size followed by guard bytes. */
+/* A workspace of the advertised size, full of NaNs (bytes 0xFF), then guard bytes. */
 static unsigned char *ws_new(const conv_cfg *c, size_t elem, size_t *size) {
   *size = fv_conv2d_workspace_size(CONV_ARGS(c), elem);
   unsigned char *ws = malloc(*size + 64);
   if (!ws) exit(2);
-  memset(ws, 0x5A, *size + 64);
+  memset(ws, 0xFF, *size);
+  memset(ws + *size, 0x5A, 64);
   return ws;
 }
 static void ws_done(unsigned char *ws, size_t size, const char *name) {
@@ -252,22 +266,24 @@ static void conv_fwd(tcase *t, int f32) {
   conv_cfg *c = t->cfg;
   size_t sz;
   unsigned char *ws = ws_new(c, f32 ? sizeof(float) : sizeof(double), &sz);
+  void *w = sz ? ws : NULL; /* NULL when no workspace is needed, as the backend passes it */
   if (f32)
-    fv_conv2d_forward_f32(t->out32, t->x32[0], t->x32[1], c->bias ? t->x32[2] : NULL, ws, CONV_ARGS(c));
+    fv_conv2d_forward_f32(t->out32, t->x32[0], t->x32[1], c->bias ? t->x32[2] : NULL, w, CONV_ARGS(c));
   else
-    fv_conv2d_forward_f64(t->out, t->x[0], t->x[1], c->bias ? t->x[2] : NULL, ws, CONV_ARGS(c));
+    fv_conv2d_forward_f64(t->out, t->x[0], t->x[1], c->bias ? t->x[2] : NULL, w, CONV_ARGS(c));
   ws_done(ws, sz, t->name);
 }
 static void conv_bwd(tcase *t, int f32) {
   conv_cfg *c = t->cfg;
   size_t sz;
   unsigned char *ws = ws_new(c, f32 ? sizeof(float) : sizeof(double), &sz);
+  void *w = sz ? ws : NULL;
   if (f32)
     fv_conv2d_backward_f32(t->g32[0], t->g32[1], c->bias ? t->g32[2] : NULL, t->dout32, t->x32[0],
-                           t->x32[1], ws, CONV_ARGS(c));
+                           t->x32[1], w, CONV_ARGS(c));
   else
     fv_conv2d_backward_f64(t->gx[0], t->gx[1], c->bias ? t->gx[2] : NULL, t->dout, t->x[0], t->x[1],
-                           ws, CONV_ARGS(c));
+                           w, CONV_ARGS(c));
   ws_done(ws, sz, t->name);
 }
 static void conv_ref(const conv_cfg *c, double *out, const double *x, const double *w,
@@ -548,6 +564,16 @@ static void test_pool(const char *label, int kind, int64_t B, int64_t C, int64_t
     pool_fwd(&t, 1);
     same = memcmp(rind, c.ind, nout * sizeof(int64_t)) == 0;
     check(same, "float indices", t.name, 0);
+    /* ties: the first maximum of each window */
+    double *save = dalloc(n);
+    memcpy(save, t.x[0], n * sizeof(double));
+    for (size_t i = 0; i < n; i++) t.x[0][i] = (i % 5) < 3 ? 0.5 : -1.0;
+    pool_ref(&c, t.x[0], ref, rind);
+    pool_fwd(&t, 0);
+    same = memcmp(rind, c.ind, nout * sizeof(int64_t)) == 0;
+    check(same, "indices of ties", t.name, 0);
+    memcpy(t.x[0], save, n * sizeof(double));
+    free(save);
     /* a NaN in the input wins its windows */
     t.x[0][3] = NAN;
     pool_fwd(&t, 0);
@@ -682,6 +708,12 @@ static void test_softmax(int is_log, int64_t rows, int64_t n) {
       ref[r * n + j] = is_log ? x[r * n + j] - m - log(s) : exp(x[r * n + j] - m) / s;
   }
   run_case(&t, ref);
+  /* a NaN makes its row NaN and leaves the others alone (PyTorch) */
+  x[2] = NAN;
+  fwd_call(&t, 0);
+  int ok = 1;
+  for (int64_t j = 0; j < n; j++) ok &= isnan(t.out[j]) && !isnan(t.out[n + j]);
+  check(ok, "NaN row", t.name, 0);
   free(ref);
   tcase_free(&t);
 }
@@ -857,7 +889,7 @@ static void bench_conv(const char *label, int64_t B, int64_t Cin, int64_t H, int
   for (size_t i = 0; i < no; i++) go[i] = (float)urand();
   size_t wsz = fv_conv2d_workspace_size(CONV_ARGS(&c), sizeof(float));
   void *ws = malloc(wsz ? wsz : 1);
-  enum { REPS = 7 };
+  enum { REPS = 11 };
   double tf[REPS], tb[REPS];
   for (int r = 0; r < REPS; r++) {
     double t0 = now();
@@ -871,13 +903,43 @@ static void bench_conv(const char *label, int64_t B, int64_t Cin, int64_t H, int
   qsort(tf, REPS, sizeof(double), cmp_double);
   qsort(tb, REPS, sizeof(double), cmp_double);
   double flop = 2.0 * (double)no * (double)(Cin / groups * K * K);
-  printf("  %-34s fwd %7.2f ms (%5.1f GFLOP/s)  bwd %7.2f ms (%5.1f GFLOP/s)  ws %.1f MiB\n", label,
-         tf[REPS / 2] * 1e3, flop / tf[REPS / 2] * 1e-9, tb[REPS / 2] * 1e3,
-         flop * (need_dinp ? 2 : 1) / tb[REPS / 2] * 1e-9, wsz / 1048576.0);
+  double fb = flop * (need_dinp ? 2 : 1);
+  printf("  %-34s fwd %6.2f / %6.2f ms (%5.1f GFLOP/s)  bwd %6.2f / %6.2f ms (%5.1f GFLOP/s)  ws %.1f MiB\n",
+         label, tf[0] * 1e3, tf[REPS / 2] * 1e3, flop / tf[0] * 1e-9, tb[0] * 1e3, tb[REPS / 2] * 1e3,
+         fb / tb[0] * 1e-9, wsz / 1048576.0);
   free(x); free(w); free(o); free(go); free(gx); free(gw); free(ws);
 }
+/* Memory-bound kernels at the ResNet18 stem size, float32, min of 11. */
+static void bench_other(void) {
+  enum { B = 4, C = 64, H = 112, REPS = 11 };
+  const size_t n = (size_t)B * C * H * H, np = (size_t)B * C * 56 * 56;
+  float *x = falloc(n), *y = falloc(n), *g = falloc(n), *dx = falloc(n), *p = falloc(np), *gp = falloc(np);
+  float w[C], b[C], rm[C], rv[C], sm[C], si[C], dw[C], db[C];
+  int64_t *ind = calloc(np, sizeof(int64_t));
+  for (size_t i = 0; i < n; i++) { x[i] = (float)urand(); g[i] = (float)urand(); }
+  for (int c = 0; c < C; c++) { w[c] = 1; b[c] = 0; rm[c] = 0; rv[c] = 1; }
+  double best[4] = {1e9, 1e9, 1e9, 1e9};
+  for (int r = 0; r < REPS; r++) {
+    double t0 = now();
+    fv_batch_norm_forward_f32(y, sm, si, rm, rv, x, w, b, B, C, H * H, 1, 0.1, 1e-5);
+    double t1 = now();
+    fv_batch_norm_backward_f32(dx, dw, db, g, x, w, rm, rv, sm, si, B, C, H * H, 1, 1e-5);
+    double t2 = now();
+    fv_max_pool2d_forward_f32(p, ind, x, B, C, H, H, 56, 56, 3, 3, 2, 2, 1, 1, 1, 1);
+    double t3 = now();
+    fv_max_pool2d_backward_f32(dx, gp, ind, B, C, H, H, 56, 56);
+    double t4 = now();
+    double t[4] = {t1 - t0, t2 - t1, t3 - t2, t4 - t3};
+    for (int k = 0; k < 4; k++) best[k] = t[k] < best[k] ? t[k] : best[k];
+  }
+  printf("float32 on 4x64x112x112, min of 11: batch_norm train fwd %.2f ms, bwd %.2f ms; "
+         "max_pool2d 3x3/2 fwd %.2f ms, bwd %.2f ms\n",
+         best[0] * 1e3, best[1] * 1e3, best[2] * 1e3, best[3] * 1e3);
+  free(x); free(y); free(g); free(dx); free(p); free(gp); free(ind);
+}
+
 static void bench(void) {
-  printf("float32 conv2d, median of 7 (backward: dinp + dweight, no bias)\n");
+  printf("float32 conv2d, min / median of 11 (GFLOP/s at the min); backward: dinp + dweight\n");
   bench_conv("64->64 3x3 s1 on 4x64x56x56", 4, 64, 56, 64, 3, 1, 1, 1, 1);
   bench_conv("stem 3->64 7x7 s2 on 4x3x224x224", 4, 3, 224, 64, 7, 2, 3, 1, 0);
   bench_conv("64->128 3x3 s2 on 4x64x56x56", 4, 64, 56, 128, 3, 2, 1, 1, 1);
@@ -886,6 +948,7 @@ static void bench(void) {
   bench_conv("512->512 3x3 s1 on 4x512x7x7", 4, 512, 7, 512, 3, 1, 1, 1, 1);
   bench_conv("64->128 1x1 s2 on 4x64x56x56", 4, 64, 56, 128, 1, 2, 0, 1, 1);
   bench_conv("dw 116 3x3 s1 on 4x116x28x28", 4, 116, 28, 116, 3, 1, 1, 116, 1);
+  bench_other();
 }
 
 /* ================= main ================= */
