@@ -14,7 +14,7 @@ LIB       = $(BUILD)/libfovea.so
 LUAJIT    ?= luajit
 BUSTED    ?= busted
 ASAN_BUILD = build-asan
-DEB_PACKAGES = luajit libluajit-5.1-dev libopenblas-dev libpng-dev libtiff-dev lua-busted
+DEB_PACKAGES = luajit libluajit-5.1-dev libopenblas-dev libpng-dev libtiff-dev lua-busted catdoc gnuplot-nox
 
 .PHONY: all lib test ctest sanitize repl demo deps install uninstall clean help
 

@@ -76,4 +76,5 @@ def main():
     print(f"{statistics.median(times):.4f} {peak}")
 
 
-main()
+if __name__ == '__main__':
+    main()

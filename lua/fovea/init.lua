@@ -22,6 +22,10 @@ fv.F = require 'fovea.functional'
 fv.clock = require 'fovea.clock'
 fv.optim = require 'fovea.optim'
 fv.nn = require 'fovea.nn'
+fv.metrics = require 'fovea.metrics'
+fv.progress = require 'fovea.progress'
+fv.plot = require 'fovea.plot'
+fv.csvlog = require 'fovea.csvlog'
 fv.C = C
 
 function fv.version() return ffi.string(C.fv_version()) end
