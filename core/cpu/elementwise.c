@@ -69,7 +69,7 @@ BOTH(UNARY_ROW, exp, expf(x), exp(x))
 BOTH(UNARY_ROW, log, logf(x), log(x))
 BOTH(UNARY_ROW, sqrt, sqrtf(x), sqrt(x))
 BOTH(UNARY_ROW, abs, fabsf(x), fabs(x))
-BOTH(UNARY_ROW, relu, x > 0 ? x : 0, x > 0 ? x : 0)
+BOTH(UNARY_ROW, relu, (x > 0 || x != x) ? x : 0, (x > 0 || x != x) ? x : 0) /* NaN passes, as in PyTorch */
 BOTH(UNARY_ROW, sigmoid, 1.0f / (1.0f + expf(-x)), 1.0 / (1.0 + exp(-x)))
 BOTH(UNARY_ROW, tanh, tanhf(x), tanh(x))
 BOTH(UNARY_ROW, clamp, x < lo ? lo : (x > hi ? hi : x), x < lo ? lo : (x > hi ? hi : x))

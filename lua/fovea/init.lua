@@ -19,6 +19,7 @@ for k, v in pairs(serialize) do fv[k] = v end
 fv.memory = memory
 fv.gradcheck = require 'fovea.gradcheck'
 fv.F = require 'fovea.functional'
+fv.train = require 'fovea.train'
 fv.clock = require 'fovea.clock'
 fv.optim = require 'fovea.optim'
 fv.nn = require 'fovea.nn'

@@ -1,0 +1,204 @@
+-- train.lua: the training loop users would otherwise write by hand, made safe.
+--   local result = fv.train.fit{
+--     model = net, optimizer = opt, train = train_loader, test = test_loader,
+--     epochs = 10, out_dir = 'runs/x', resume = false, positive = 2,
+--   }
+--   local ev = fv.train.evaluate(net, test_loader)   -- {loss, labels, probs, metrics}
+--
+-- Each epoch: a progress bar (running loss, images per second, ETA); evaluation on
+-- `test` (loss, accuracy, AUC, sensitivity, specificity, precision, F1 via fv.metrics);
+-- a row in out_dir/log.csv; out_dir/last.safetensors (a training checkpoint: model,
+-- optimizer, RNG, epoch and position) and out_dir/best.safetensors (the model with the
+-- best test AUC so far, or the lowest test loss when AUC is undefined), both written
+-- atomically.
+--   - resume = true continues from out_dir/last.safetensors exactly where it stopped:
+--     the data order and augmentation depend only on (seed, epoch, index) and the RNG
+--     state is restored, so on the CPU the result equals an uninterrupted run.
+--   - A NaN or infinite loss stops training with a clear error before the optimizer
+--     step; the last checkpoint on disk is the last good one.
+--   - Ctrl-C (SIGINT) writes a resumable checkpoint at the current batch and then
+--     raises an error that says how to resume.
+-- Options: model, optimizer, train (an fv.data.Loader or anything with :epoch(e),
+-- :batches()), test (optional loader), epochs (1), out_dir (required), resume (false),
+-- positive (2: the positive class for binary metrics), schedule (optional, :step() per
+-- epoch), quiet (false: no progress bar), loss (F.cross_entropy), on_epoch(row)
+-- (called after each epoch's log row).
+local C = require('fovea.clib').C
+local tensor = require 'fovea.tensor'
+local F = require 'fovea.functional'
+local metrics = require 'fovea.metrics'
+local progress = require 'fovea.progress'
+local csvlog = require 'fovea.csvlog'
+local serialize = require 'fovea.serialize'
+local clock = require 'fovea.clock'
+
+local M = {}
+
+local COLUMNS = { 'epoch', 'train_loss', 'train_accuracy', 'test_loss', 'test_accuracy', 'test_auc',
+  'test_sensitivity', 'test_specificity', 'test_precision', 'test_f1', 'lr', 'seconds' }
+M.COLUMNS = COLUMNS
+
+local function path_join(dir, name) return dir:gsub('/$', '') .. '/' .. name end
+
+local function is_finite(x) return x == x and x ~= math.huge and x ~= -math.huge end
+
+-- The global generator's state as checkpoint numbers, and back.
+local function rng_state()
+  local g = C.fv_default_generator()
+  return { seed = g.seed, offset = g.offset }
+end
+
+local function set_rng_state(state)
+  local g = C.fv_default_generator()
+  g.seed = state.seed
+  g.offset = state.offset
+end
+
+-- Probabilities (N, K) as Lua rows, and labels, of a model over a loader, in eval mode.
+function M.evaluate(model, loader, opts)
+  opts = opts or {}
+  local was_training = model.training
+  model:evaluate()
+  local labels, probs, loss_sum, count = {}, {}, 0, 0
+  tensor.no_grad(function()
+    for images, batch_labels in loader:epoch(opts.epoch or 1) do
+      local logits = model(images)
+      local n = logits:size(1)
+      loss_sum = loss_sum + F.cross_entropy(logits, batch_labels, { reduction = 'sum' }):item()
+      count = count + n
+      local p = F.softmax(logits, 2):totable()
+      local l = batch_labels:totable()
+      for i = 1, n do
+        labels[#labels + 1] = l[i]
+        probs[#probs + 1] = p[i]
+      end
+    end
+  end)
+  model:train(was_training)
+  local summary = count > 0 and metrics.summary(labels, probs, { positive = opts.positive or 2 }) or {}
+  return { loss = count > 0 and loss_sum / count or 0 / 0, labels = labels, probs = probs, metrics = summary }
+end
+
+-- Writes the training checkpoint (atomic).
+local function save_last(path, model, optimizer, position)
+  serialize.save_checkpoint(path, {
+    model = model:state_dict(),
+    optimizer = optimizer:state_dict(),
+    rng = rng_state(),
+    epoch = position.epoch,
+    batch = position.batch,
+    step = position.step,
+    partial = position.partial,
+    best = position.best,
+  })
+end
+
+local function interrupted(err)
+  return type(err) == 'string' and err:match('interrupted!') ~= nil
+end
+
+-- One epoch of training from batch `skip` + 1; returns the sums of loss and correct
+-- predictions and the count. position is updated as batches complete.
+local function train_epoch(o, e, position, bar)
+  local partial = position.partial or { loss = 0, correct = 0, count = 0 }
+  local batch, start, images_seen = 0, clock(), 0
+  for images, labels in o.train:epoch(e) do
+    batch = batch + 1
+    if batch > position.batch then
+      local logits = o.model(images)
+      local loss = o.loss(logits, labels)
+      local value = loss:item()
+      if not is_finite(value) then
+        error(('fovea: training stopped: the loss is %s at epoch %d, batch %d; the last good checkpoint is %s')
+          :format(tostring(value), e, batch, o.last_path), 0)
+      end
+      o.optimizer:zero_grad()
+      loss:backward()
+      o.optimizer:step()
+      local n = logits:size(1)
+      local predicted = logits:argmax(2):totable()
+      local truth = labels:totable()
+      for i = 1, n do if predicted[i] == truth[i] then partial.correct = partial.correct + 1 end end
+      partial.loss = partial.loss + value * n
+      partial.count = partial.count + n
+      position.batch, position.step, position.partial = batch, position.step + 1, partial
+      images_seen = images_seen + n
+      if bar then
+        bar:update(batch, { loss = partial.loss / partial.count, ['img/s'] = images_seen / (clock() - start) })
+      end
+    end
+  end
+  return partial
+end
+
+function M.fit(opts)
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  assert(o.model and o.optimizer and o.train, 'fovea: train.fit needs model, optimizer and train')
+  assert(o.out_dir, 'fovea: train.fit needs out_dir')
+  o.epochs = o.epochs or 1
+  o.loss = o.loss or F.cross_entropy
+  os.execute(("mkdir -p '%s'"):format(o.out_dir:gsub("'", "'\\''")))
+  o.last_path = path_join(o.out_dir, 'last.safetensors')
+  local best_path = path_join(o.out_dir, 'best.safetensors')
+  local log_path = path_join(o.out_dir, 'log.csv')
+
+  local position = { epoch = 1, batch = 0, step = 0, best = -math.huge }
+  if o.resume then
+    local f = io.open(o.last_path, 'rb')
+    if not f then error('fovea: --resume: no checkpoint at ' .. o.last_path, 0) end
+    f:close()
+    local state = serialize.load_checkpoint(o.last_path)
+    o.model:load_state_dict(state.model)
+    o.optimizer:load_state_dict(state.optimizer)
+    set_rng_state(state.rng)
+    position = { epoch = state.epoch, batch = state.batch, step = state.step, partial = state.partial,
+      best = state.best }
+    if position.epoch > o.epochs then return { resumed_finished = true, out_dir = o.out_dir } end
+  end
+  local log = csvlog.open(log_path, COLUMNS, { append = o.resume })
+  local last_row
+  local ok, err = pcall(function()
+    for e = position.epoch, o.epochs do
+      position.epoch = e
+      local started = clock()
+      o.model:train()
+      local bar = not o.quiet and progress.new { total = o.train:batches(), label = ('epoch %d/%d'):format(e, o.epochs) }
+      local sums = train_epoch(o, e, position, bar)
+      if bar then bar:finish() end
+      local row = { epoch = e, train_loss = sums.loss / math.max(sums.count, 1),
+        train_accuracy = sums.correct / math.max(sums.count, 1), lr = o.optimizer.lr }
+      if o.test then
+        local ev = M.evaluate(o.model, o.test, { positive = o.positive })
+        local m = ev.metrics
+        row.test_loss, row.test_accuracy, row.test_auc = ev.loss, m.accuracy, m.auc
+        row.test_sensitivity, row.test_specificity = m.sensitivity, m.specificity
+        row.test_precision, row.test_f1 = m.precision, m.f1
+        local score = is_finite(m.auc or 0 / 0) and m.auc or -ev.loss
+        if score > position.best then
+          position.best = score
+          serialize.save(best_path, o.model:state_dict(), { epoch = tostring(e), score = tostring(score) })
+        end
+      end
+      if o.schedule then o.schedule:step() end
+      row.seconds = clock() - started
+      log:write(row)
+      last_row = row
+      position.epoch, position.batch, position.partial = e + 1, 0, nil
+      save_last(o.last_path, o.model, o.optimizer, position)
+      if o.on_epoch then o.on_epoch(row) end
+    end
+  end)
+  log:close()
+  if not ok then
+    if interrupted(err) then
+      save_last(o.last_path, o.model, o.optimizer, position)
+      error(('fovea: interrupted at epoch %d, batch %d: a resumable checkpoint is in %s (run again with --resume)')
+        :format(position.epoch, position.batch, o.last_path), 0)
+    end
+    error(err, 0)
+  end
+  return { last = last_row, out_dir = o.out_dir, best_path = best_path, last_path = o.last_path, log_path = log_path }
+end
+
+return M
