@@ -9,7 +9,7 @@ end
 
 describe('build', function()
   it('keeps the public header free of preprocessor lines', function()
-    for _, header in ipairs { 'core/fovea.h', 'core/fovea_optim.h', 'core/fovea_io.h' } do
+    for _, header in ipairs { 'core/fovea.h', 'core/fovea_optim.h', 'core/fovea_io.h', 'core/fovea_data.h' } do
       local text = read(header)
       assert.is_nil(text:match('\n%s*#'), header .. ' has a preprocessor line')
       assert.is_nil(text:match('^%s*#'), header .. ' starts with a preprocessor line')

@@ -31,7 +31,7 @@ end
 local main_header = read_header('fovea.h')
 if not main_header then error('fovea: cannot find the header fovea.h (core/ or PREFIX/include/fovea/)', 0) end
 ffi.cdef(main_header)
-for _, extra in ipairs { 'fovea_image.h', 'fovea_optim.h', 'fovea_io.h' } do
+for _, extra in ipairs { 'fovea_image.h', 'fovea_optim.h', 'fovea_io.h', 'fovea_data.h' } do
   local text = read_header(extra)
   if text then ffi.cdef(text) end
 end
