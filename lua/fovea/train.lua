@@ -184,6 +184,12 @@ function M.fit(opts)
       row.seconds = clock() - started
       log:write(row)
       last_row = row
+      if not o.quiet then
+        local test = row.test_loss and (' | test loss %.4f accuracy %.3f AUC %.3f'):format(row.test_loss,
+          row.test_accuracy, row.test_auc) or ''
+        io.stderr:write(('epoch %d/%d: train loss %.4f accuracy %.3f%s (%.0f s)\n'):format(e, o.epochs,
+          row.train_loss, row.train_accuracy, test, row.seconds))
+      end
       position.epoch, position.batch, position.partial = e + 1, 0, nil
       save_last(o.last_path, o.model, o.optimizer, position)
       if o.on_epoch then o.on_epoch(row) end

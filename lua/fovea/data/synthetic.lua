@@ -10,7 +10,8 @@
 -- curved vessel arcades and their branches, and noise. Positive images carry 2 to 6
 -- tiny lesions anywhere on the disc outside the optic disc: microaneurysm-like dark red
 -- dots and exudate-like bright yellow specks, 2 to 6 pixels across at 386 px (scaled
--- with the size). Both classes carry the same larger distractors (soft blobs 16 to 40
+-- with the size; opts.lesion_size = {lo, hi} in pixels of the generated image sets it
+-- directly, e.g. to keep lesions visible in a small image generated for a quick run). Both classes carry the same larger distractors (soft blobs 16 to 40
 -- px across, darker or brighter) and the same brightness variations, so only the tiny
 -- lesions tell the classes apart: at 96 px they are a pixel or less.
 --
@@ -84,9 +85,12 @@ end
 -- Image `index` (from 0) of a set: an H x W x 3 uint8 tensor and its lesions
 -- { {kind = 'microaneurysm' | 'exudate', y =, x =, diameter =}, ... } (centres counted
 -- from 1). positive: whether it carries lesions.
-function M.render(size, seed, index, positive)
+-- lesion_size: {lo, hi} diameters in pixels (default {2, 6} scaled by size / 386).
+function M.render(size, seed, index, positive, lesion_size)
   local r = stream(seed, index)
   local s = size / 386
+  local lesion_lo, lesion_hi = 2 * s, 6 * s
+  if lesion_size then lesion_lo, lesion_hi = lesion_size[1], lesion_size[2] end
   local img = tensor.empty({ size, size, 3 }, { dtype = 'uint8' })
   ffi.fill(img:data_ptr(), size * size * 3, 0)
   local cy, cx = size / 2 + r(-0.02, 0.02) * size, size / 2 + r(-0.02, 0.02) * size
@@ -151,7 +155,7 @@ function M.render(size, seed, index, positive)
         y, x = cy + rho * math.sin(phi), cx + rho * math.cos(phi)
         if (y - oy) ^ 2 + (x - ox) ^ 2 > (1.6 * odr) ^ 2 then break end
       end
-      local diameter = r(2, 6) * s
+      local diameter = r(lesion_lo, lesion_hi)
       local kind, c
       if r() < 0.6 then
         kind, c = 'microaneurysm', { r(85, 115), r(8, 22), r(6, 18) }
@@ -171,8 +175,10 @@ function M.render(size, seed, index, positive)
 end
 
 local function manifest_text(o)
-  return ('fovea synthetic v%d\nn=%d\nsize=%d\nseed=%.17g\npositive_fraction=%.17g\n'):format(M.VERSION, o.n, o.size,
-    o.seed, o.positive_fraction)
+  local text = ('fovea synthetic v%d\nn=%d\nsize=%d\nseed=%.17g\npositive_fraction=%.17g\n'):format(M.VERSION, o.n,
+    o.size, o.seed, o.positive_fraction)
+  if o.lesion_size then text = text .. ('lesion_size=%.17g,%.17g\n'):format(o.lesion_size[1], o.lesion_size[2]) end
+  return text
 end
 
 -- Which images are positive: round(n * fraction) of them, chosen by a seeded shuffle.
@@ -211,11 +217,12 @@ end
 -- configuration; returns the path of index.csv and the metadata {csv =, dir =,
 -- classes =, items = { {path =, file =, label =, positive =, lesions = {...}}, ... },
 -- generated = true when files were written}.
--- opts: n (400), size (386), seed (1), positive_fraction (0.5).
+-- opts: n (400), size (386), seed (1), positive_fraction (0.5), lesion_size ({2, 6}
+-- pixels scaled by size / 386).
 function M.generate(dir, opts)
   opts = opts or {}
   local o = { n = opts.n or 400, size = opts.size or 386, seed = opts.seed or 1,
-    positive_fraction = opts.positive_fraction or 0.5 }
+    positive_fraction = opts.positive_fraction or 0.5, lesion_size = opts.lesion_size }
   if type(dir) ~= 'string' or dir == '' then raise('fovea: synthetic.generate: dir must be a path') end
   if o.n < 1 or o.n ~= math.floor(o.n) then raise('fovea: synthetic.generate: n must be a positive integer') end
   if o.size < 16 or o.size ~= math.floor(o.size) then
@@ -236,7 +243,7 @@ function M.generate(dir, opts)
   local index, lesion_rows, items = { { 'path', 'label' } }, { { 'path', 'kind', 'y', 'x', 'diameter' } }, {}
   for i = 1, o.n do
     local file = ('images/%05d.png'):format(i)
-    local img, lesions = M.render(o.size, o.seed, i - 1, is_positive[i] == true)
+    local img, lesions = M.render(o.size, o.seed, i - 1, is_positive[i] == true, o.lesion_size)
     image.save(fs.join(dir, file), img)
     img:free()
     local label = is_positive[i] and 'positive' or 'negative'
