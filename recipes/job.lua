@@ -1,13 +1,27 @@
 -- recipes/job.lua: what the classification recipes share: resolving defaults, the data
 -- set (a real one, or the built-in synthetic set), repeated stratified splits, loaders
--- with the paper's transforms, building and training the model, and the reports
--- (results table, curves, ROC, Grad-CAM). recipes/messidor.lua and recipes/covid19.lua
--- call run(opts, recipe); recipe = {name, dataset(opts) -> data set or nil (built-in),
--- defaults = {real = {...}, builtin = {...}}, positive (2)}.
+-- with the paper's transforms, building and training the models, and the reports
+-- (results table as mean +- std over repeats in Markdown and CSV, curves, ROC,
+-- Grad-CAM). recipes/messidor.lua, covid19.lua and tables.lua call run(opts, recipe):
+--   recipe.name        printed and used in file names
+--   recipe.dataset(o)  the real data set, or nil for the built-in synthetic set
+--   recipe.defaults    {real = {...}, builtin = {...}}: values for options left at 0
+--   recipe.positive    the positive class of binary metrics (2)
+--   recipe.rows(o)     optional: the table's rows, each {label =, model = {models.build
+--                      options}}; default: one row from --model, --backbone, --variant,
+--                      --nam_at
+-- One row writes OUT/run-N/...; several write OUT/<row>/run-N/... and one table.
 local fv = require 'fovea'
 local models = require 'models'
 
 local M = {}
+
+-- The paper's settings for real data, and a quick configuration for the built-in set
+-- (2 CPU cores, well under 10 minutes).
+M.DEFAULTS = {
+  real = { size = 386, epochs = 30, batch = 4, lr = 2e-4, repeats = 5 },
+  builtin = { size = 160, epochs = 12, batch = 8, lr = 5e-4, repeats = 1 },
+}
 
 local function home_cache()
   return (os.getenv('XDG_CACHE_HOME') or ((os.getenv('HOME') or '.') .. '/.cache')) .. '/fovea'
@@ -59,17 +73,62 @@ local function load_pretrained(net, path)
     #skipped > 0 and ('; left out ' .. table.concat(skipped, ', ')) or ''))
 end
 
-local function build_model(o, classes)
+local function build_model(o, spec, classes)
   fv.manual_seed(o.seed)
-  local spec = { name = o.model, classes = classes }
-  if o.model == 'dual' then
-    spec.backbone, spec.variant, spec.nam_at = o.backbone, o.variant, o.nam_at
-  end
-  local net = models.build(spec)
+  local full = { classes = classes }
+  for k, v in pairs(spec) do full[k] = v end
+  local net = models.build(full)
   if o.pretrained ~= '' then load_pretrained(net, o.pretrained) end
   if o.device ~= 'cpu' then net:to(o.device) end
   return net
 end
+
+-- The single row given by the command line.
+local function default_rows(o)
+  local spec = { name = o.model }
+  local label = o.model
+  if o.model == 'dual' then
+    spec.backbone, spec.variant, spec.nam_at = o.backbone, o.variant, o.nam_at
+    label = ('%s %s (NAM at %s)'):format(o.backbone, o.variant, o.nam_at == 0 and 'stem' or ('e' .. o.nam_at))
+    if o.variant == 'baseline' then label = o.backbone end
+  end
+  return { { label = label, model = spec } }
+end
+
+-- What a checkpoint needs to rebuild its model and preprocess new images.
+function M.model_metadata(spec, o, ds)
+  local meta = { ['fovea.size'] = tostring(o.size), ['fovea.classes'] = table.concat(ds.classes, '\t') }
+  for k, v in pairs(spec) do meta['fovea.model.' .. k] = tostring(v) end
+  return meta
+end
+
+-- The model of a checkpoint written by a recipe (best.safetensors or last.safetensors),
+-- in evaluation mode, with its input size and class names.
+function M.load_model(path)
+  local tensors, meta = fv.load(path)
+  local weights = tensors
+  if meta['fovea:checkpoint'] then
+    local state = fv.load_checkpoint(path)
+    meta, weights = {}, state.model
+    for k, v in pairs(state.config or {}) do meta[k] = v end
+  end
+  if not meta['fovea.size'] then
+    error('fovea: ' .. path .. ' has no model description (was it written by a recipe?)', 0)
+  end
+  local spec, classes = {}, {}
+  for k, v in pairs(meta) do
+    local key = k:match('^fovea%.model%.(.+)$')
+    if key then spec[key] = tonumber(v) or v end
+  end
+  for name in (meta['fovea.classes'] .. '\t'):gmatch('([^\t]*)\t') do classes[#classes + 1] = name end
+  spec.classes = #classes
+  local net = models.build(spec)
+  net:load_state_dict(weights)
+  net:evaluate()
+  return net, tonumber(meta['fovea.size']), classes, spec
+end
+
+local function slug(text) return (text:lower():gsub('[^%w]+', '-'):gsub('^%-+', ''):gsub('%-+$', '')) end
 
 -- Grad-CAM panels [image | heat map] for up to n test images, positives first.
 local function gradcam_panels(net, test_set, transform, dir, n, positive)
@@ -95,7 +154,51 @@ end
 
 local REPORTED = { 'auc', 'sensitivity', 'specificity', 'accuracy', 'precision', 'f1' }
 
+local function write(path, text)
+  local f = assert(io.open(path, 'w'))
+  f:write(text)
+  f:close()
+end
+
+-- Trains and evaluates one row of the table over the repeats; returns the metrics of
+-- each run and the ROC curves.
+local function run_row(o, ds, row, out, transforms, positive)
+  local classes = #ds.classes
+  local runs, curves = {}, {}
+  for run = 1, o.repeats do
+    local dir = ('%s/run-%d'):format(out, run)
+    local seed = o.seed + run - 1
+    local train_idx, test_idx = fv.data.splits.train_test(ds, { test_fraction = o.test_fraction, seed = seed })
+    local train_set, test_set = ds:subset(train_idx), ds:subset(test_idx)
+    local train_loader = fv.data.Loader(train_set, { batch_size = o.batch, workers = o.workers, seed = seed,
+      transform = transforms.train })
+    local test_loader = fv.data.Loader(test_set, { batch_size = o.batch, workers = o.workers, seed = seed,
+      transform = transforms.eval, shuffle = false })
+    local net = build_model(o, row.model, classes)
+    local opt = fv.optim.Adam(net, { lr = o.lr })
+    print(('%s, run %d/%d: %d training and %d test images -> %s'):format(row.label, run, o.repeats, train_set:size(),
+      test_set:size(), dir))
+    fv.train.fit { model = net, optimizer = opt, train = train_loader, test = test_loader, epochs = o.epochs,
+      out_dir = dir, resume = o.resume, positive = positive, metadata = M.model_metadata(row.model, o, ds) }
+    local ev = fv.train.evaluate(net, test_loader, { positive = positive })
+    runs[#runs + 1] = ev.metrics
+    fv.plot.training(dir .. '/curves.png', dir .. '/log.csv')
+    if classes == 2 then
+      local scores = {}
+      for i, p in ipairs(ev.probs) do scores[i] = p[positive] end
+      local roc = fv.metrics.roc_curve(ev.labels, scores, { positive = positive })
+      curves[#curves + 1] = { name = ('%s, run %d'):format(row.label, run), fpr = roc.fpr, tpr = roc.tpr, auc = roc.auc }
+      fv.plot.roc(dir .. '/roc.png', { curves[#curves] })
+    end
+    gradcam_panels(net, test_set, transforms.eval, dir, o.gradcam, positive)
+    train_loader:close()
+    test_loader:close()
+  end
+  return runs, curves
+end
+
 function M.run(opts, recipe)
+  io.stdout:setvbuf('line') -- interleave with the progress lines on stderr in order
   local real = recipe.dataset(opts)
   local o = resolve(opts, recipe, real == nil)
   if o.device ~= 'cpu' and not (fv.cuda and fv.cuda.available()) then
@@ -104,70 +207,36 @@ function M.run(opts, recipe)
   end
   fv.set_num_threads(o.threads)
   local ds = real or builtin_dataset(o)
-  local classes = #ds.classes
   local positive = recipe.positive or 2
   local T = fv.data.transforms
-  local train_transform, eval_transform = T.paper_train(o.size), T.paper_eval(o.size)
+  local transforms = { train = T.paper_train(o.size), eval = T.paper_eval(o.size) }
+  local rows = recipe.rows and recipe.rows(o) or default_rows(o)
   os.execute(("mkdir -p '%s'"):format(o.out))
-  print(('%s: %d images, %d classes (%s); model %s%s; %dx%d, %d epochs, batch %d, lr %g, %d repeat(s)')
-    :format(recipe.name, ds:size(), classes, table.concat(ds.classes, ', '), o.model,
-      o.model == 'dual' and (' ' .. o.backbone .. ' ' .. o.variant .. ' nam_at ' .. o.nam_at) or '', o.size, o.size,
-      o.epochs, o.batch, o.lr, o.repeats))
+  print(('%s: %d images, %d classes (%s); %d model(s); %dx%d, %d epochs, batch %d, lr %g, %d repeat(s)')
+    :format(recipe.name, ds:size(), #ds.classes, table.concat(ds.classes, ', '), #rows, o.size, o.size, o.epochs,
+      o.batch, o.lr, o.repeats))
 
-  local rows, curves = {}, {}
-  for run = 1, o.repeats do
-    local dir = ('%s/run-%d'):format(o.out, run)
-    local train_idx, test_idx = fv.data.splits.train_test(ds, { test_fraction = o.test_fraction, seed = o.seed + run - 1 })
-    local train_set, test_set = ds:subset(train_idx), ds:subset(test_idx)
-    local seed = o.seed + run - 1
-    local train_loader = fv.data.Loader(train_set, { batch_size = o.batch, workers = o.workers, seed = seed,
-      transform = train_transform })
-    local test_loader = fv.data.Loader(test_set, { batch_size = o.batch, workers = o.workers, seed = seed,
-      transform = eval_transform, shuffle = false })
-    local net = build_model(o, classes)
-    local opt = fv.optim.Adam(net, { lr = o.lr })
-    print(('run %d/%d: %d training and %d test images -> %s'):format(run, o.repeats, train_set:size(), test_set:size(),
-      dir))
-    fv.train.fit { model = net, optimizer = opt, train = train_loader, test = test_loader, epochs = o.epochs,
-      out_dir = dir, resume = o.resume, positive = positive }
-    local ev = fv.train.evaluate(net, test_loader, { positive = positive })
-    local m = ev.metrics
-    local row = { name = ('run %d'):format(run) }
-    for _, key in ipairs(REPORTED) do row[key] = m[key] end
-    rows[#rows + 1] = row
-    fv.plot.training(dir .. '/curves.png', dir .. '/log.csv')
-    if classes == 2 then
-      local scores = {}
-      for i, p in ipairs(ev.probs) do scores[i] = p[positive] end
-      local roc = fv.metrics.roc_curve(ev.labels, scores, { positive = positive })
-      curves[#curves + 1] = { name = 'run ' .. run, fpr = roc.fpr, tpr = roc.tpr, auc = roc.auc }
-      fv.plot.roc(dir .. '/roc.png', { curves[#curves] })
+  local table_rows, all_curves = {}, {}
+  for _, row in ipairs(rows) do
+    local out = #rows == 1 and o.out or (o.out .. '/' .. slug(row.label))
+    local runs, curves = run_row(o, ds, row, out, transforms, positive)
+    local entry = { name = row.label }
+    for _, key in ipairs(REPORTED) do
+      entry[key] = {}
+      for i, m in ipairs(runs) do entry[key][i] = m[key] end
     end
-    gradcam_panels(net, test_set, eval_transform, dir, o.gradcam, positive)
-    train_loader:close()
-    test_loader:close()
+    table_rows[#table_rows + 1] = entry
+    all_curves[#all_curves + 1] = curves[1]
   end
 
-  -- the paper's table: mean +- std over repeats
-  local summary = { name = o.model == 'dual' and ('dual ' .. o.variant) or o.model }
-  for _, key in ipairs(REPORTED) do
-    local values = {}
-    for _, r in ipairs(rows) do values[#values + 1] = r[key] end
-    summary[key] = values
-  end
-  local md, csv = fv.metrics.format_table({ summary }, { 'name', unpack(REPORTED) })
-  local function write(path, text)
-    local f = assert(io.open(path, 'w'))
-    f:write(text)
-    f:close()
-  end
+  local md, csv = fv.metrics.format_table(table_rows, { 'name', unpack(REPORTED) })
   write(o.out .. '/results.md', md)
   write(o.out .. '/results.csv', csv)
-  if #curves > 1 then fv.plot.roc(o.out .. '/roc.png', curves) end
-  print('\n' .. md)
-  print(('results: %s/results.md, %s/results.csv; per run: log.csv, last.safetensors, best.safetensors, '
-    .. 'curves.png, roc.png, gradcam-*.png'):format(o.out, o.out))
-  return rows
+  if #all_curves > 1 then fv.plot.roc(o.out .. '/roc.png', all_curves) end
+  print(('\n%s (mean +- std over %d repeat(s))\n%s'):format(recipe.name, o.repeats, md))
+  print(('results: %s/results.md and results.csv; per run: log.csv, last.safetensors, best.safetensors, '
+    .. 'curves.png, roc.png, gradcam-*.png'):format(o.out))
+  return table_rows
 end
 
 return M

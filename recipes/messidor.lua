@@ -17,27 +17,9 @@ local job = require 'recipes.job'
 local spec = {
   { 'data', '', 'MESSIDOR folder (empty: the built-in synthetic set)' },
   { 'task', 'normal-vs-abnormal', 'normal-vs-abnormal, referable, grade or edema' },
-  { 'model', 'dual', 'model name (models.list(): dual, resnet18, se, cbam, nonlocal, ccnet, ...)' },
-  { 'backbone', 'resnet18', 'resnet18 or shufflenetv2 (dual model)' },
-  { 'variant', 'nam+db+nvcf', 'baseline, nam, nam+db or nam+db+nvcf (dual model)' },
-  { 'nam_at', 1, 'NAM placement: 0 (stem) .. 4 (e4)' },
-  { 'size', 0, 'image size (0: 386 for MESSIDOR, 160 for the built-in set)' },
-  { 'epochs', 0, 'training epochs (0: 30 for MESSIDOR, 12 for the built-in set)' },
-  { 'batch', 0, 'batch size (0: 4 as the paper for MESSIDOR, 8 for the built-in set)' },
-  { 'lr', 0, 'Adam learning rate (0: 2e-4 as the paper for MESSIDOR, 5e-4 for the built-in set)' },
-  { 'repeats', 0, 'runs with different splits, reported as mean +- std (0: 5 for MESSIDOR, 1 built-in)' },
-  { 'test_fraction', 0.1, 'held-out fraction of each class' },
-  { 'device', 'cpu', 'cpu or cuda' },
-  { 'workers', 2, 'data loader threads' },
-  { 'threads', 2, 'compute threads (OpenMP and BLAS)' },
-  { 'seed', 1, 'seed of splits, initialisation and augmentation' },
   { 'out', 'runs/messidor', 'output folder' },
-  { 'resume', false, 'continue each run from its last checkpoint' },
-  { 'pretrained', '', 'backbone weights (safetensors, torchvision names; tools/convert_torchvision.py)' },
-  { 'synthetic_n', 480, 'images in the built-in set' },
-  { 'gradcam', 4, 'test images to explain with Grad-CAM per run (0: none)' },
-  { 'cache', '', 'cache folder for the built-in set and resized images (empty: ~/.cache/fovea)' },
 }
+for _, o in ipairs(require 'recipes.options') do spec[#spec + 1] = o end
 
 local opts = fv.cli.parse(arg, spec, {
   usage = 'usage: luajit recipes/messidor.lua [options]',
@@ -49,6 +31,5 @@ job.run(opts, {
     if o.data == '' then return nil end
     return fv.data.datasets.MESSIDOR(o.data, { task = o.task })
   end,
-  defaults = { real = { size = 386, epochs = 30, batch = 4, lr = 2e-4, repeats = 5 },
-    builtin = { size = 160, epochs = 12, batch = 8, lr = 5e-4, repeats = 1 } },
+  defaults = job.DEFAULTS,
 })

@@ -22,7 +22,8 @@
 -- :batches()), test (optional loader), epochs (1), out_dir (required), resume (false),
 -- positive (2: the positive class for binary metrics), schedule (optional, :step() per
 -- epoch), quiet (false: no progress bar), loss (F.cross_entropy), on_epoch(row)
--- (called after each epoch's log row).
+-- (called after each epoch's log row), metadata (a table of strings kept in both
+-- checkpoints: what recipes/predict.lua needs to rebuild the model).
 local C = require('fovea.clib').C
 local tensor = require 'fovea.tensor'
 local F = require 'fovea.functional'
@@ -80,8 +81,9 @@ function M.evaluate(model, loader, opts)
 end
 
 -- Writes the training checkpoint (atomic).
-local function save_last(path, model, optimizer, position)
+local function save_last(path, model, optimizer, position, metadata)
   serialize.save_checkpoint(path, {
+    config = metadata,
     model = model:state_dict(),
     optimizer = optimizer:state_dict(),
     rng = rng_state(),
@@ -177,7 +179,9 @@ function M.fit(opts)
         local score = is_finite(m.auc or 0 / 0) and m.auc or -ev.loss
         if score > position.best then
           position.best = score
-          serialize.save(best_path, o.model:state_dict(), { epoch = tostring(e), score = tostring(score) })
+          local meta = { epoch = tostring(e), score = tostring(score) }
+          for k, v in pairs(o.metadata or {}) do meta[k] = tostring(v) end
+          serialize.save(best_path, o.model:state_dict(), meta)
         end
       end
       if o.schedule then o.schedule:step() end
@@ -191,14 +195,14 @@ function M.fit(opts)
           row.train_loss, row.train_accuracy, test, row.seconds))
       end
       position.epoch, position.batch, position.partial = e + 1, 0, nil
-      save_last(o.last_path, o.model, o.optimizer, position)
+      save_last(o.last_path, o.model, o.optimizer, position, o.metadata)
       if o.on_epoch then o.on_epoch(row) end
     end
   end)
   log:close()
   if not ok then
     if interrupted(err) then
-      save_last(o.last_path, o.model, o.optimizer, position)
+      save_last(o.last_path, o.model, o.optimizer, position, o.metadata)
       error(('fovea: interrupted at epoch %d, batch %d: a resumable checkpoint is in %s (run again with --resume)')
         :format(position.epoch, position.batch, o.last_path), 0)
     end
