@@ -9,7 +9,7 @@ BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -fopenmp -Wall -Wextra $(SANITIZE)
 LDLIBS    = -lblas -lpng -ltiff -lm -ldl -lpthread
 SOURCES   = $(wildcard core/*.c core/cpu/*.c core/nn/*.c core/image/*.c)
 OBJECTS   = $(SOURCES:%.c=$(BUILD)/%.o)
-HEADERS   = $(wildcard core/*.h core/cpu/*.h core/nn/*.h core/image/*.h)
+HEADERS   = $(wildcard core/*.h core/cpu/*.h core/cpu/*.inc core/nn/*.h core/image/*.h)
 LIB       = $(BUILD)/libfovea.so
 LUAJIT    ?= luajit
 BUSTED    ?= busted

@@ -72,6 +72,8 @@ typedef enum fv_op {
   FV_OP_CONV2D, FV_OP_BATCH_NORM, FV_OP_MAX_POOL2D, FV_OP_AVG_POOL2D, FV_OP_ADAPTIVE_AVG_POOL2D,
   FV_OP_ADAPTIVE_MAX_POOL2D, FV_OP_UPSAMPLE_BILINEAR, FV_OP_SOFTMAX, FV_OP_LOG_SOFTMAX,
   FV_OP_CROSS_ENTROPY, FV_OP_CHANNEL_SHUFFLE,
+  /* attention kernels */
+  FV_OP_NAM, FV_OP_CRISS_CROSS,
   FV_OP_COUNT
 } fv_op;
 
@@ -235,3 +237,17 @@ int fv_cat(fv_tensor **out, int n, const fv_tensor *const *inputs, int dim);
 int fv_linear(fv_tensor **out, const fv_tensor *input, const fv_tensor *weight, const fv_tensor *bias);
 /* Zeroes elements with probability p and scales the rest by 1/(1-p) when training. */
 int fv_dropout(fv_tensor **out, const fv_tensor *input, double p, int training, fv_generator *gen);
+
+/* ---- attention (differentiable) ----
+ * NAM (non-local) attention, fused: out_i = sum_j softmax_j(scale * q_i . k_j) v_j with
+ * q (B, N, D), k (B, M, D), v (B, M, Cv) -> out (B, N, Cv); N and M are positions
+ * (H*W), usually equal. scale 1 is the paper's choice, 1/sqrt(D) the Transformer's. The
+ * N x M attention matrix is never stored: online softmax over key tiles, recomputed in
+ * backward from the saved per-row log-sum-exp (extra memory O(N (D + Cv))). */
+int fv_nam_attention(fv_tensor **out, const fv_tensor *q, const fv_tensor *k, const fv_tensor *v, double scale);
+/* Criss-cross attention (CCNet): query, key (B, Cq, H, W), value (B, Cv, H, W) ->
+ * (B, Cv, H, W); each position attends to its column and its row, H + W - 1 positions
+ * (itself once), one softmax over all of them. No residual or gamma (the caller's). */
+int fv_criss_cross_attention(fv_tensor **out, const fv_tensor *query, const fv_tensor *key,
+                             const fv_tensor *value);
+

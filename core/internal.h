@@ -165,6 +165,10 @@ double fv_philox_normal(uint64_t seed, uint64_t offset, uint64_t i);
  *   CROSS_ENTROPY fwd t: loss, lse, logits, target, weight   i: reduction index_base
  *                 bwd t: dlogits, dloss, logits, lse, target, weight        (same i)
  *   CHANNEL_SHUFFLE      fwd t: out, inp;  bwd t: dinp, dout;   i: groups
+ *   NAM          fwd t: out, lse, q, k, v                               d: scale
+ *                bwd t: dq, dk, dv, dout, q, k, v, out, lse             d: scale
+ *   CRISS_CROSS  fwd t: out, query, key, value
+ *                bwd t: dquery, dkey, dvalue, dout, query, key, value
  * Backward kernels accumulate (+=) into the gradients they are given. */
 typedef struct fv_nn_call {
   int op;

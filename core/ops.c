@@ -11,6 +11,7 @@ static const char *const op_names[] = {
     "conv2d", "batch_norm", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
     "adaptive_max_pool2d", "upsample_bilinear", "softmax", "log_softmax",
     "cross_entropy", "channel_shuffle",
+    "nam_attention", "criss_cross_attention",
 };
 static_assert(sizeof op_names / sizeof op_names[0] == FV_OP_COUNT, "every fv_op needs a name");
 

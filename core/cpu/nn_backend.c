@@ -3,6 +3,7 @@
  * float64, and keeps the convolution workspace between calls. */
 #include <stdlib.h>
 
+#include "attention.h"
 #include "cpu.h"
 #include "nn_kernels.h"
 
@@ -220,5 +221,14 @@ static int is_f64(const fv_nn_call *c) {
   return 0;
 }
 
-int fv_cpu_nn_forward(const fv_nn_call *c) { return is_f64(c) ? nn_forward_f64(c) : nn_forward_f32(c); }
-int fv_cpu_nn_backward(const fv_nn_call *c) { return is_f64(c) ? nn_backward_f64(c) : nn_backward_f32(c); }
+/* The attention ops (cpu/nam.c, cpu/criss_cross.c) go first: they dispatch themselves. */
+int fv_cpu_nn_forward(const fv_nn_call *c) {
+  int handled, status = fv_cpu_attention_forward(c, &handled);
+  if (handled) return status;
+  return is_f64(c) ? nn_forward_f64(c) : nn_forward_f32(c);
+}
+int fv_cpu_nn_backward(const fv_nn_call *c) {
+  int handled, status = fv_cpu_attention_backward(c, &handled);
+  if (handled) return status;
+  return is_f64(c) ? nn_backward_f64(c) : nn_backward_f32(c);
+}

@@ -11,6 +11,8 @@
 --   F.cross_entropy(logits, target, {weight = nil, reduction = 'mean'})  targets are 1-based classes
 --   F.linear(x, weight, bias), F.dropout(x, p, training, {generator = g})
 --   F.channel_shuffle(x, groups), F.cat(list, dim), F.split(x, size, dim), F.chunk(x, n, dim), F.relu(x)
+--   F.nam_attention(q, k, v, {scale = 1, fused = true})   q (B, N, D), k (B, M, D), v (B, M, Cv) -> (B, N, Cv)
+--   F.criss_cross_attention(query, key, value)             (B, Cq, H, W), (B, Cq, H, W), (B, Cv, H, W)
 local ffi = require 'ffi'
 local clib = require 'fovea.clib'
 local T = require 'fovea.tensor'
@@ -120,6 +122,39 @@ function F.dropout(x, p, training, opts)
 end
 
 function F.channel_shuffle(x, groups) return make(C.fv_channel_shuffle, x.p, groups) end
+
+-- NAM (non-local) attention: softmax(scale * q k^T) v over the last two dims.
+-- opts.scale: a number (default 1, the paper's choice) or 'inv_sqrt_d' for 1/sqrt(D).
+-- opts.fused (default true): the fused C kernel, which never stores the N x M attention
+-- matrix; false composes matmul, softmax and matmul (stores it; a reference for tests).
+function F.nam_attention(q, k, v, opts)
+  opts = opts or {}
+  for _, pair in ipairs { { q, 'q' }, { k, 'k' }, { v, 'v' } } do
+    if not is_tensor(pair[1]) then raise('fovea: nam_attention: ' .. pair[2] .. ' must be a tensor') end
+  end
+  local scale = opts.scale
+  if scale == nil then
+    scale = 1
+  elseif scale == 'inv_sqrt_d' then
+    scale = 1 / math.sqrt(q:size(q:dim()))
+  elseif type(scale) ~= 'number' then
+    raise("fovea: nam_attention: scale must be a number or 'inv_sqrt_d', got " .. tostring(scale))
+  end
+  if opts.fused == nil or opts.fused then return make(C.fv_nam_attention, q.p, k.p, v.p, scale) end
+  local n = k:dim()
+  local scores = q:matmul(k:transpose(n - 1, n))
+  if scale ~= 1 then scores = scores * scale end
+  return F.softmax(scores, scores:dim()):matmul(v)
+end
+
+-- Criss-cross attention (CCNet): every position attends to its row and column, itself
+-- once, under one softmax over the H + W - 1 energies. No gamma or residual.
+function F.criss_cross_attention(query, key, value)
+  for _, pair in ipairs { { query, 'query' }, { key, 'key' }, { value, 'value' } } do
+    if not is_tensor(pair[1]) then raise('fovea: criss_cross_attention: ' .. pair[2] .. ' must be a tensor') end
+  end
+  return make(C.fv_criss_cross_attention, query.p, key.p, value.p)
+end
 
 function F.relu(x) return x:relu() end
 function F.sigmoid(x) return x:sigmoid() end
