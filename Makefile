@@ -16,11 +16,39 @@ BUSTED    ?= busted
 ASAN_BUILD = build-asan
 DEB_PACKAGES = luajit libluajit-5.1-dev libopenblas-dev libpng-dev libtiff-dev lua-busted catdoc gnuplot-nox
 
-.PHONY: all lib test ctest sanitize repl demo deps install uninstall clean help
+# The CUDA backend (cuda/): built by `make` when nvcc is found (on PATH or in
+# /usr/local/cuda/bin), skipped without a word otherwise. Loaded at run time by
+# lua/fovea/cuda.lua; the CPU build and its specs never need it. CUDA_ARCH: machine code
+# for Hopper (sm_90: H100, H200) and compute_75 PTX, which the driver compiles at load
+# time for any other GPU from Turing on (set CUDA_ARCH to add machine code for yours).
+NVCC      ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_75,code=compute_75
+NVCCFLAGS ?= -O2
+BASE_NVCCFLAGS = -std=c++17 -fmad=false -Xcompiler -fPIC,-Wall,-Wextra $(CUDA_ARCH)
+CUDA_SOURCES = $(wildcard cuda/*.cu)
+CUDA_OBJECTS = $(CUDA_SOURCES:%.cu=$(BUILD)/%.o)
+CUDA_LIB  = $(BUILD)/libfovea_cuda.so
 
-all: lib
+.PHONY: all lib cuda fake-cuda test ctest sanitize repl demo deps install uninstall clean help
+
+all: lib $(if $(NVCC),cuda)
 
 lib: $(LIB)
+
+cuda: $(CUDA_LIB)
+
+# Links against libfovea.so (found beside it at run time: rpath $ORIGIN) and the CUDA
+# runtime and cuBLAS (rpath to the toolkit's lib64).
+$(CUDA_LIB): $(CUDA_OBJECTS) $(LIB)
+	@test -n "$(NVCC)" || { echo "make cuda: nvcc not found (PATH or /usr/local/cuda/bin)"; exit 1; }
+	$(NVCC) -shared -cudart shared $(CUDA_ARCH) -o $@ $(CUDA_OBJECTS) -L$(BUILD) -lfovea \
+	  -L$(CUDA_HOME)/lib64 -lcudart -lcublas -Xlinker -rpath,'$$ORIGIN' -Xlinker -rpath,$(CUDA_HOME)/lib64
+
+$(BUILD)/cuda/%.o: cuda/%.cu cuda/common.cuh cuda/fovea_cuda.h core/fovea.h core/internal.h
+	@test -n "$(NVCC)" || { echo "make cuda: nvcc not found (PATH or /usr/local/cuda/bin)"; exit 1; }
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) $(BASE_NVCCFLAGS) -c $< -o $@
 
 $(LIB): $(OBJECTS)
 	$(CC) -shared -fopenmp $(SANITIZE) -o $@ $(OBJECTS) $(LDLIBS)
@@ -38,6 +66,16 @@ $(BUILD)/spec/%: spec/c/%.c $(LIB)
 	$(CC) $(CFLAGS) $(BASE_CFLAGS) -Icore -Icore/cpu $< -o $@ -L$(BUILD) -lfovea $(LDLIBS) -Wl,-rpath,$(abspath $(BUILD))
 
 ctest: $(CTESTS)
+
+# A stand-in libfovea_cuda.so over host memory and the CPU's kernels (spec/c/fake_cuda.c):
+# spec/cuda_plumbing_spec.lua runs spec/cuda_spec.lua against it on machines without a GPU.
+FAKE_CUDA = $(BUILD)/spec/fake-cuda/libfovea_cuda.so
+
+$(FAKE_CUDA): spec/c/fake_cuda.c spec/c/fake_device.h cuda/fovea_cuda.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(BASE_CFLAGS) -shared -Icore $< -o $@ -L$(BUILD) -lfovea -Wl,-rpath,$(abspath $(BUILD))
+
+fake-cuda: $(FAKE_CUDA)
 
 # The busted specs under LuaJIT (spec/*_spec.lua); GPU specs skip themselves without a GPU.
 test: lib
@@ -72,17 +110,20 @@ install: lib
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/fovea $(DESTDIR)$(PREFIX)/share/lua/5.1/fovea
 	install -m 755 $(LIB) $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 core/fovea*.h $(DESTDIR)$(PREFIX)/include/fovea/
+	install -m 644 cuda/fovea_cuda.h $(DESTDIR)$(PREFIX)/include/fovea/
+	if [ -f $(CUDA_LIB) ]; then install -m 755 $(CUDA_LIB) $(DESTDIR)$(PREFIX)/lib/; fi
 	cp -r lua/fovea/. $(DESTDIR)$(PREFIX)/share/lua/5.1/fovea/
 	@echo "installed; add $(PREFIX)/share/lua/5.1/?.lua;$(PREFIX)/share/lua/5.1/?/init.lua to LUA_PATH if it is not a default"
 
 uninstall:
-	rm -rf $(DESTDIR)$(PREFIX)/lib/libfovea.so $(DESTDIR)$(PREFIX)/include/fovea $(DESTDIR)$(PREFIX)/share/lua/5.1/fovea
+	rm -rf $(DESTDIR)$(PREFIX)/lib/libfovea.so $(DESTDIR)$(PREFIX)/lib/libfovea_cuda.so $(DESTDIR)$(PREFIX)/include/fovea $(DESTDIR)$(PREFIX)/share/lua/5.1/fovea
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
 
 help:
-	@echo "make          build $(LIB)"
+	@echo "make          build $(LIB) (and $(CUDA_LIB) when nvcc exists)"
+	@echo "make cuda     build $(CUDA_LIB) (the CUDA backend; needs nvcc)"
 	@echo "make deps     install missing Debian packages: $(DEB_PACKAGES)"
 	@echo "make test     run the busted specs under LuaJIT"
 	@echo "make sanitize run the specs against an ASan+UBSan build"

@@ -32,5 +32,7 @@ int fv_supports(int device, int op, int dtype) {
 
 int fv_backend_require(const fv_backend *be, int op, int dtype) {
   if (be->supports(op, dtype)) return FV_OK;
+  if (!be->supports(op, FV_FLOAT32) && !be->supports(op, FV_FLOAT64)) /* no dtype at all */
+    return fv_fail(FV_ERR_DEVICE, "%s: not implemented on %s yet", fv_op_name(op), be->name);
   return fv_fail(FV_ERR_DTYPE, "%s: dtype %s is not supported on %s", fv_op_name(op), fv_dtype_name(dtype), be->name);
 }

@@ -17,13 +17,14 @@ int fv_copy_(fv_tensor *dst, const fv_tensor *src) {
   FV_TRY(fv_check_live("copy", dst));
   FV_TRY(fv_check_live("copy", src));
   FV_TRY(fv_check_inplace("copy", dst));
-  FV_TRY(fv_check_same_device("copy", dst, src));
+  if (dst->device_type == src->device_type) FV_TRY(fv_check_same_device("copy", dst, src));
   int ndim;
   int64_t shape[FV_MAX_DIMS];
   FV_TRY(fv_broadcast_shapes("copy", dst, src, &ndim, shape));
   if (ndim != dst->ndim || fv_shape_numel(ndim, shape) != fv_tensor_numel(dst))
     return fv_fail(FV_ERR_SHAPE, "copy: source %s does not broadcast to destination %s", fv_shape_of(src),
                    fv_shape_of(dst));
+  if (dst->device_type != src->device_type) return fv_copy_across_devices(dst, src); /* device.c */
   const fv_backend *be = fv_backend_for("copy", dst->device_type);
   if (!be) return fv_last_status();
   fv_tensor view;

@@ -62,8 +62,9 @@ int fv_arange(fv_tensor **out, double start, double end, double step, int dtype,
     *out = t;
     return FV_OK;
   }
+  status = fv_to_device(out, t, device); /* made on the cpu, then moved */
   fv_tensor_release(t);
-  return fv_fail(FV_ERR_DEVICE, "arange: device %s is not supported yet", fv_device_name(device));
+  return status;
 }
 
 static int random_tensor(int op, fv_tensor **out, int ndim, const int64_t *shape, int dtype, int device,

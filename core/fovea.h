@@ -251,3 +251,9 @@ int fv_nam_attention(fv_tensor **out, const fv_tensor *q, const fv_tensor *k, co
 int fv_criss_cross_attention(fv_tensor **out, const fv_tensor *query, const fv_tensor *key,
                              const fv_tensor *value);
 
+/* ---- devices ----
+ * A copy of t on device (FV_CPU or FV_CUDA, whose backend must be loaded: see
+ * cuda/fovea_cuda.h), same shape and dtype, contiguous; a new reference to t when it is
+ * already there. Differentiable for float tensors (the gradient goes back to t's
+ * device). fv_copy_ also copies between devices. */
+int fv_to_device(fv_tensor **out, const fv_tensor *t, int device);

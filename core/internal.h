@@ -207,6 +207,9 @@ typedef struct fv_backend {
 } fv_backend;
 
 int fv_backend_register(const fv_backend *backend);
+/* fv_copy_ between devices (device.c): dst and src on different devices, src broadcasting
+ * to dst's shape; goes through the backends' to_host/from_host. */
+int fv_copy_across_devices(fv_tensor *dst, const fv_tensor *src);
 /* The table for device, or NULL with an error naming op when none is loaded. */
 const fv_backend *fv_backend_for(const char *op, int device);
 /* Fails with FV_ERR_DTYPE (or FV_ERR_DEVICE) naming op when the backend lacks it. */

@@ -1,6 +1,7 @@
 /* storage.c: refcounted allocations on a device, and the live-byte counters that let
  * the Lua side collect garbage tensors before memory piles up. */
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -24,10 +25,13 @@ int fv_storage_new(fv_storage **out, size_t bytes, int device) {
   if (!be) return fv_last_status();
   fv_storage *s = malloc(sizeof *s);
   if (!s) return fv_fail(FV_ERR_MEMORY, "allocate: out of host memory for a storage header");
+  if (device != FV_CPU) fv_clear_error(); /* a device allocator may say why it failed */
   s->data = be->alloc(bytes);
   if (!s->data) {
     free(s);
-    return fv_fail(FV_ERR_MEMORY, "allocate: cannot allocate %zu bytes on %s", bytes, fv_device_name(device));
+    char why[512] = "";
+    if (device != FV_CPU && fv_last_status()) snprintf(why, sizeof why, " (%s)", fv_last_error());
+    return fv_fail(FV_ERR_MEMORY, "allocate: cannot allocate %zu bytes on %s%s", bytes, fv_device_name(device), why);
   }
   s->bytes = bytes;
   s->refcount = 1;

@@ -1,8 +1,9 @@
 -- c_programs_spec.lua: builds the C test programs in spec/c/ (make ctest) against the
 -- library under test and runs them: image I/O and processing against fixtures (PNG
--- colour types, hostile files, OpenCV's CLAHE), and the raw nn kernels against naive
--- references and finite differences. Under `make sanitize` they are built with the
--- sanitizers too (FOVEA_BUILD and FOVEA_SANITIZE).
+-- colour types, hostile files, OpenCV's CLAHE), the raw nn kernels against naive
+-- references and finite differences, and the device plumbing against a stand-in
+-- backend. Under `make sanitize` they are built with the sanitizers too (FOVEA_BUILD
+-- and FOVEA_SANITIZE).
 local build = os.getenv('FOVEA_BUILD') or 'build'
 local sanitize = os.getenv('FOVEA_SANITIZE') or ''
 
@@ -25,6 +26,7 @@ describe('C test programs', function()
   local programs = {
     {'image I/O and processing', 'test_image', 'spec/fixtures'},
     {'nn kernels', 'test_nn_kernels', ''},
+    {'device moves and cross-device copies (stand-in cuda backend)', 'test_device', ''},
   }
   for _, p in ipairs(programs) do
     it(p[1] .. ' (spec/c/' .. p[2] .. '.c)', function()

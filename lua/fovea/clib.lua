@@ -55,6 +55,9 @@ local RTLD_NOW, RTLD_NODELETE = 2, 0x1000
 ffi.C.dlopen(libpath, RTLD_NOW + RTLD_NODELETE)
 
 local M = { C = C, ffi = ffi }
+M.libpath = libpath               -- the libfovea.so in use (nil when found by the loader)
+M.repo, M.prefix = repo, prefix   -- where fovea.cuda looks for libfovea_cuda.so too
+M.exists, M.first_existing = exists, first_existing
 
 -- The directory of fovea's own Lua files, to tell them from the user's code.
 local own_dir = here:gsub('fovea[/\\]$', '')

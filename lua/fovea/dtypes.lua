@@ -38,6 +38,8 @@ function M.device_code(name)
   if name == nil then return C.FV_CPU end
   local c = devices[(tostring(name):gsub(':%d+$', ''))]
   if not c then raise('fovea: unknown device ' .. tostring(name) .. ' (cpu or cuda)') end
+  -- naming cuda loads the CUDA backend (once): ops on cuda then find it
+  if c == C.FV_CUDA and C.fv_device_available(c) == 0 then require('fovea.cuda').available() end
   return c
 end
 

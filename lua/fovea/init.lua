@@ -17,6 +17,7 @@ for k, v in pairs(tensor) do fv[k] = v end
 for k, v in pairs(serialize) do fv[k] = v end
 
 fv.memory = memory
+fv.cuda = require 'fovea.cuda'        -- loads libfovea_cuda.so only when asked (fv.cuda.available())
 fv.gradcheck = require 'fovea.gradcheck'
 fv.F = require 'fovea.functional'
 fv.train = require 'fovea.train'

@@ -364,6 +364,7 @@ function Tensor.item(t)
   if Tensor.numel(t) ~= 1 then
     raise('fovea: item: tensor ' .. Tensor.shape_string(t) .. ' has ' .. Tensor.numel(t) .. ' elements, not 1')
   end
+  if t.p.device_type ~= C.FV_CPU then return Tensor.item(Tensor.cpu(t)) end
   local v = ffi.new('double[1]')
   check(C.fv_copy_to_f64(t.p, v, 1))
   return v[0]
@@ -380,12 +381,20 @@ local function read_index(t, ...)
 end
 
 function Tensor.get(t, ...)
+  if t.p.device_type ~= C.FV_CPU then return Tensor.get(Tensor.cpu(t), ...) end -- copies all of t
   local v = ffi.new('double[1]')
   check(C.fv_get_f64(t.p, read_index(t, ...), v))
   return v[0]
 end
 
 function Tensor.set(t, value, ...)
+  if t.p.device_type ~= C.FV_CPU then -- fill the one-element view in place
+    read_index(t, ...)
+    local v = t
+    for i = 1, select('#', ...) do v = Tensor.select(v, 1, (select(i, ...))) end
+    check(C.fv_fill_(v.p, value))
+    return t
+  end
   check(C.fv_set_f64(t.p, read_index(t, ...), value))
   return t
 end
@@ -466,7 +475,9 @@ end
 
 function Tensor.zero_(t) return Tensor.fill_(t, 0) end
 
--- t:to('float64'), t:to('cpu'): a converted copy (the same tensor when nothing changes).
+-- t:to('float64'), t:to('cpu'), t:to('cuda'): a converted copy (the same tensor when
+-- nothing changes). Device moves are differentiable; 'cuda' loads the CUDA backend
+-- (fovea.cuda) and says why when it is not available.
 function Tensor.to(t, what)
   local dt = dtypes.lookup(what)
   if dt then
@@ -475,7 +486,13 @@ function Tensor.to(t, what)
   end
   local dev = dtypes.device_code(what)
   if dev == t.p.device_type then return t end
-  raise('fovea: to(' .. tostring(what) .. '): moving tensors between devices needs the CUDA backend')
+  if C.fv_device_available(dev) == 0 then
+    local why = dev == C.FV_CUDA and require('fovea.cuda').unavailable_reason() or 'no backend is loaded'
+    if why then
+      raise('fovea: to(' .. tostring(what) .. '): CUDA is not available: ' .. why)
+    end
+  end
+  return make(C.fv_to_device, t.p, dev)
 end
 
 function Tensor.float(t) return Tensor.to(t, 'float32') end
@@ -483,6 +500,8 @@ function Tensor.double(t) return Tensor.to(t, 'float64') end
 function Tensor.long(t) return Tensor.to(t, 'int64') end
 function Tensor.byte(t) return Tensor.to(t, 'uint8') end
 function Tensor.cpu(t) return Tensor.to(t, 'cpu') end
+function Tensor.cuda(t) return Tensor.to(t, 'cuda') end
+function Tensor.is_cuda(t) return t.p.device_type == C.FV_CUDA end
 function Tensor.type(t, dtype)
   if dtype == nil then return Tensor.dtype(t) end
   return Tensor.to(t, dtype)

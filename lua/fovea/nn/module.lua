@@ -36,9 +36,11 @@ Methods (PyTorch's names; "array" is a Lua array, names are dotted paths):
   m:to(dtype or device)          float32/float64 (also 'float', 'double'): converts the
                                  floating parameters and buffers (and gradients) in place in
                                  the module, keeping requires_grad and sharing; int64 buffers
-                                 stay int64. 'cpu' is a no-op; 'cuda' raises the tensor's error
-                                 until the CUDA backend lands. Returns m. Convert before
-                                 making an optimizer (it holds the old tensors).
+                                 stay int64. 'cpu', 'cuda': moves every parameter and buffer
+                                 (gradients too), keeping requires_grad and sharing; 'cuda'
+                                 raises a clear error when CUDA is not available (fv.cuda).
+                                 Returns m. Convert before making an optimizer (it holds the
+                                 old tensors).
   m:float(), m:double(), m:cpu(), m:cuda()
   m:state_dict({keep_vars = false})  a table name -> tensor (detached, sharing memory;
                                  keep_vars gives the module's tensors)
@@ -530,8 +532,13 @@ function Module:to(what)
     local key = util.key(t)
     if memo[key] then return memo[key] end
     local new = t
-    if dt == nil then
-      new = t:to(what)
+    if dt == nil then -- a device move: the module's tensors stay leaves, with their gradients
+      new = T.no_grad(function() return t:to(what) end)
+      if new ~= t then
+        if t.requires_grad then new.requires_grad = true end
+        local g = t.grad
+        if g ~= nil then new.grad = T.no_grad(function() return g:to(what) end) end
+      end
     elseif util.is_floating(t) and t:dtype() ~= target then
       new = T.no_grad(function() return t:to(target) end)
       if t.requires_grad then new.requires_grad = true end

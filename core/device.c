@@ -1,0 +1,111 @@
+/* device.c: moving tensors between devices. fv_to_device makes a copy of a tensor on
+ * another device (differentiable for float tensors: the gradient goes back to the
+ * source device); fv_copy_ calls fv_copy_across_devices when dst and src are on
+ * different devices. Both only use the backends' host transfers (to_host, from_host) of
+ * contiguous tensors: a strided, broadcast or converting copy is made contiguous on the
+ * source device first and finished by the destination device's own copy kernel. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Moves the contiguous src's bytes into the contiguous dst of the same byte size (one of
+ * them may be on the cpu; with neither on the cpu, through a host buffer). */
+static int transfer(fv_tensor *dst, const fv_tensor *src, size_t bytes) {
+  if (bytes == 0) return FV_OK;
+  const fv_backend *bd = fv_backend_for("copy", dst->device_type);
+  const fv_backend *bs = fv_backend_for("copy", src->device_type);
+  if (!bd || !bs) return fv_last_status();
+  if (src->device_type == FV_CPU) {
+    if (!bd->from_host) return fv_fail(FV_ERR_DEVICE, "copy: the %s backend cannot copy from the cpu", bd->name);
+    return bd->from_host(dst, fv_tensor_data(src), bytes);
+  }
+  if (dst->device_type == FV_CPU) {
+    if (!bs->to_host) return fv_fail(FV_ERR_DEVICE, "copy: the %s backend cannot copy to the cpu", bs->name);
+    return bs->to_host(fv_tensor_data(dst), src, bytes);
+  }
+  if (!bs->to_host || !bd->from_host)
+    return fv_fail(FV_ERR_DEVICE, "copy: no way to copy from %s to %s", bs->name, bd->name);
+  void *host = malloc(bytes);
+  if (!host) return fv_fail(FV_ERR_MEMORY, "copy: cannot allocate %zu bytes of host memory for a transfer", bytes);
+  int status = bs->to_host(host, src, bytes);
+  if (!status) status = bd->from_host(dst, host, bytes);
+  free(host);
+  return status;
+}
+
+static int same_shape(const fv_tensor *a, const fv_tensor *b) {
+  if (a->ndim != b->ndim) return 0;
+  for (int d = 0; d < a->ndim; d++)
+    if (a->sizes[d] != b->sizes[d]) return 0;
+  return 1;
+}
+
+/* dst and src on different devices; src broadcasts to dst's shape (checked by fv_copy_). */
+int fv_copy_across_devices(fv_tensor *dst, const fv_tensor *src) {
+  const fv_backend *bs = fv_backend_for("copy", src->device_type);
+  const fv_backend *bd = fv_backend_for("copy", dst->device_type);
+  if (!bs || !bd) return fv_last_status();
+  FV_TRY(fv_backend_require(bs, FV_OP_COPY, src->scalar_type));
+  FV_TRY(fv_backend_require(bd, FV_OP_COPY, dst->scalar_type));
+  /* src's elements, contiguous, on src's device */
+  fv_tensor *packed;
+  if (fv_tensor_is_contiguous(src)) {
+    packed = fv_ref(src);
+  } else {
+    FV_TRY(fv_alloc_like_shape(&packed, src->ndim, src->sizes, src->scalar_type, src->device_type));
+    int status = bs->copy(packed, src);
+    if (status) {
+      fv_tensor_release(packed);
+      return status;
+    }
+  }
+  size_t bytes = (size_t)fv_tensor_numel(packed) * (size_t)fv_dtype_size(packed->scalar_type);
+  int status;
+  if (fv_tensor_is_contiguous(dst) && dst->scalar_type == src->scalar_type && same_shape(dst, src)) {
+    status = transfer(dst, packed, bytes); /* straight into place */
+  } else { /* to a contiguous copy on dst's device, then broadcast and convert there */
+    fv_tensor *staged;
+    status = fv_alloc_like_shape(&staged, packed->ndim, packed->sizes, packed->scalar_type, dst->device_type);
+    if (!status) {
+      status = transfer(staged, packed, bytes);
+      if (!status) {
+        fv_tensor view;
+        fv_broadcast_view(&view, staged, dst->ndim, dst->sizes);
+        status = bd->copy(dst, &view);
+      }
+      fv_tensor_release(staged);
+    }
+  }
+  fv_tensor_release(packed);
+  return status;
+}
+
+/* the gradient moved back to the input's device */
+static int to_device_backward(fv_node *node, const fv_tensor *g, fv_tensor **gin) {
+  return fv_to_device(&gin[0], g, node->inputs[0].device_type);
+}
+
+int fv_to_device(fv_tensor **out, const fv_tensor *t, int device) {
+  if (!out) return fv_fail(FV_ERR_ARGUMENT, "to_device: out is NULL");
+  FV_TRY(fv_check_live("to_device", t));
+  if (device < 0 || device >= FV_DEVICE_COUNT) return fv_fail(FV_ERR_DEVICE, "to_device: unknown device %d", device);
+  if (device == t->device_type) {
+    *out = fv_ref(t);
+    return FV_OK;
+  }
+  if (!fv_backend_for("to_device", device) || !fv_backend_for("to_device", t->device_type)) return fv_last_status();
+  fv_tensor *c;
+  FV_TRY(fv_alloc_like_shape(&c, t->ndim, t->sizes, t->scalar_type, device));
+  int status = fv_copy_(c, t);
+  if (!status && (t->scalar_type == FV_FLOAT32 || t->scalar_type == FV_FLOAT64)) {
+    fv_node *node;
+    status = fv_record(&node, c, "to_device", to_device_backward, 1, &t, 0, NULL);
+  }
+  if (status) {
+    fv_tensor_release(c);
+    return status;
+  }
+  *out = c;
+  return FV_OK;
+}

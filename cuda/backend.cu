@@ -1,0 +1,89 @@
+/* backend.cu: the CUDA backend table and its registration: fv_cuda_init (find the GPU,
+ * register the table with the core), the supports query, device count, synchronize, and
+ * the shared error reporter. The kernels live in the other files of cuda/.
+ *
+ * Build (the Makefile's rule `cuda` does this for every .cu file in cuda/, then links them):
+ *   nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/backend.cu -o build/cuda/backend.o
+ *   nvcc -shared -o build/libfovea_cuda.so build/cuda/{allocator,backend,copy,elementwise,matmul,random,reduce}.o -Lbuild -lfovea -lcudart -lcublas
+ */
+#include <stdio.h>
+
+#include "common.cuh"
+
+int fv_cuda_fail(cudaError_t err, const char *op, const char *call, const char *file, int line) {
+  /* a non-sticky error stays as the runtime's "last error" unless read once */
+  (void)cudaGetLastError();
+  int status = err == cudaErrorMemoryAllocation ? FV_ERR_MEMORY : FV_ERR_DEVICE;
+  return fv_fail(status, "%s: %s failed at %s:%d: %s (%s)", op, call, file, line, cudaGetErrorString(err),
+                 cudaGetErrorName(err));
+}
+
+/* copy and fill for the four storable dtypes; the arithmetic for the float ones; no
+ * neural-network kernel yet (the core then says "not implemented on cuda yet") */
+static int cuda_supports(int op, int dtype) {
+  int is_float = dtype == FV_FLOAT32 || dtype == FV_FLOAT64;
+  if (op == FV_OP_COPY || op == FV_OP_FILL) return is_float || dtype == FV_INT64 || dtype == FV_UINT8;
+  if (op >= FV_OP_ADD && op <= FV_OP_CLAMP) return is_float;
+  if (op >= FV_OP_SUM && op <= FV_OP_VAR) return is_float;
+  if (op == FV_OP_MATMUL || op == FV_OP_RAND || op == FV_OP_RANDN) return is_float;
+  return 0;
+}
+
+static int cuda_nn_missing(const fv_nn_call *call) {
+  return fv_fail(FV_ERR_DEVICE, "%s: not implemented on cuda yet", fv_op_name(call->op));
+}
+
+static fv_backend table;
+static int registered;
+
+static void fill_table(void) {
+  table.name = "cuda";
+  table.device_type = FV_CUDA;
+  table.supports = cuda_supports;
+  table.alloc = fv_cuda_alloc;
+  table.free = fv_cuda_free;
+  table.copy = fv_cuda_copy;
+  table.fill = fv_cuda_fill;
+  table.to_host = fv_cuda_to_host;
+  table.from_host = fv_cuda_from_host;
+  table.binary = fv_cuda_binary;
+  table.binary_scalar = fv_cuda_binary_scalar;
+  table.unary = fv_cuda_unary;
+  table.reduce = fv_cuda_reduce;
+  table.matmul = fv_cuda_matmul;
+  table.random = fv_cuda_random;
+  table.nn_forward = cuda_nn_missing;
+  table.nn_backward = cuda_nn_missing;
+}
+
+extern "C" int fv_cuda_device_count(void) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+extern "C" int fv_cuda_init(void) {
+  if (registered) return FV_OK;
+  int n = 0;
+  cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    return fv_fail(FV_ERR_DEVICE, "cuda: no usable GPU: cudaGetDeviceCount failed: %s (%s)", cudaGetErrorString(err),
+                   cudaGetErrorName(err));
+  }
+  if (n == 0) return fv_fail(FV_ERR_DEVICE, "cuda: no usable GPU: cudaGetDeviceCount found no CUDA device");
+  FV_CUDA_TRY("cuda init", cudaSetDevice(0));
+  FV_CUDA_TRY("cuda init", cudaFree(0)); /* creates the context now, so that a broken driver shows here */
+  fill_table();
+  FV_TRY(fv_backend_register(&table));
+  registered = 1;
+  return FV_OK;
+}
+
+extern "C" int fv_cuda_synchronize(void) {
+  FV_CUDA_TRY("synchronize", cudaDeviceSynchronize());
+  return FV_OK;
+}

@@ -1,0 +1,132 @@
+/* common.cuh: what the CUDA backend's files share: the core's internal header, the
+ * checked-call macros (every CUDA and cuBLAS call names its op, file and line, and
+ * failures come back as FV_ERR_DEVICE or FV_ERR_MEMORY, never an abort), the strided
+ * element walk used by the copy and elementwise kernels, launch sizes, and the
+ * functions that cuda/backend.cu gathers into the backend table.
+ * Included by every .cu file of cuda/; see the Makefile rule `cuda` for the build line. */
+#ifndef FOVEA_CUDA_COMMON_CUH
+#define FOVEA_CUDA_COMMON_CUH
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda_runtime.h>
+
+extern "C" {
+#include "../core/internal.h"
+#include "fovea_cuda.h"
+}
+
+/* ---- errors ---- */
+/* Records "op: call failed at file:line: CUDA's message (its name)" and returns
+ * FV_ERR_MEMORY for an allocation failure, else FV_ERR_DEVICE. Clears CUDA's last error
+ * when it is not sticky. */
+int fv_cuda_fail(cudaError_t err, const char *op, const char *call, const char *file, int line);
+
+/* Early return with the status above when a CUDA runtime call fails. */
+#define FV_CUDA_TRY(op, call)                                                   \
+  do {                                                                          \
+    cudaError_t fv_cuda_err_ = (call);                                          \
+    if (fv_cuda_err_ != cudaSuccess)                                            \
+      return fv_cuda_fail(fv_cuda_err_, (op), #call, __FILE__, __LINE__);       \
+  } while (0)
+
+/* After a kernel launch: a bad configuration or an earlier asynchronous fault. */
+#define FV_CUDA_LAUNCHED(op) FV_CUDA_TRY(op, cudaGetLastError())
+
+/* The stream every kernel, copy and cuBLAS call of the backend runs on (the legacy
+ * default stream: work is ordered, so a block freed to the allocator's cache may be
+ * reused at once by later work). */
+static const cudaStream_t fv_cuda_stream = 0;
+
+/* ---- launch sizes ---- */
+enum { FV_CUDA_THREADS = 256 };
+
+/* Blocks for n elements with FV_CUDA_THREADS threads each; kernels loop with a grid
+ * stride, so the grid is capped. */
+static inline unsigned fv_cuda_blocks(int64_t n) {
+  int64_t b = (n + FV_CUDA_THREADS - 1) / FV_CUDA_THREADS;
+  if (b < 1) b = 1;
+  if (b > 65535 * 16) b = 65535 * 16;
+  return (unsigned)b;
+}
+
+/* ---- strided walks ----
+ * Up to three operands of one shape (broadcast strides allowed), with the dimensions
+ * merged where every operand is contiguous across them (the core's fv_iter_init). Element
+ * i (row-major over the merged shape) is at base[k] + sum(index[d] * strides[k][d]) in
+ * operand k, counted in elements. Passed to kernels by value. */
+typedef struct fv_cuda_walk {
+  int ndim;
+  int count;
+  int64_t numel;
+  int64_t sizes[FV_MAX_DIMS];
+  int64_t strides[3][FV_MAX_DIMS];
+  int64_t base[3];
+} fv_cuda_walk;
+
+static inline fv_cuda_walk fv_cuda_walk_of(int count, const fv_tensor *const *ts) {
+  fv_iter it;
+  fv_iter_init(&it, count, ts);
+  fv_cuda_walk w;
+  w.ndim = it.ndim;
+  w.count = count;
+  w.numel = 1;
+  for (int d = 0; d < FV_MAX_DIMS; d++) {
+    w.sizes[d] = d < it.ndim ? it.sizes[d] : 1;
+    for (int k = 0; k < 3; k++) w.strides[k][d] = (d < it.ndim && k < count) ? it.strides[k][d] : 0;
+  }
+  for (int d = 0; d < it.ndim; d++) w.numel *= it.sizes[d];
+  for (int k = 0; k < 3; k++) w.base[k] = k < count ? it.base[k] : 0;
+  return w;
+}
+
+/* Offsets (in elements) of element i in each of the walk's operands. */
+__device__ __forceinline__ void fv_cuda_offsets(const fv_cuda_walk &w, int64_t i, int64_t off[3]) {
+  off[0] = w.base[0];
+  off[1] = w.base[1];
+  off[2] = w.base[2];
+  if (w.ndim == 1) { /* the common case after merging: one run */
+    off[0] += i * w.strides[0][0];
+    off[1] += i * w.strides[1][0];
+    off[2] += i * w.strides[2][0];
+    return;
+  }
+  for (int d = w.ndim - 1; d >= 0; d--) {
+    int64_t size = w.sizes[d];
+    int64_t idx = i % size;
+    i /= size;
+    off[0] += idx * w.strides[0][d];
+    off[1] += idx * w.strides[1][d];
+    off[2] += idx * w.strides[2][d];
+  }
+}
+
+/* Base address of a tensor's storage (offsets are added by the walk or the caller). */
+static inline char *fv_cuda_base(const fv_tensor *t) { return (char *)t->storage->data; }
+
+/* Address of t's first element. */
+static inline char *fv_cuda_first(const fv_tensor *t) {
+  return (char *)t->storage->data + t->offset * fv_dtype_size(t->scalar_type);
+}
+
+/* ---- the kernels behind the backend table (extern "C": the table is C's) ---- */
+extern "C" {
+void *fv_cuda_alloc(size_t bytes);
+void fv_cuda_free(void *data, size_t bytes);
+int fv_cuda_copy(fv_tensor *dst, const fv_tensor *src);
+int fv_cuda_fill(fv_tensor *dst, double value);
+int fv_cuda_to_host(void *host, const fv_tensor *src, size_t bytes);
+int fv_cuda_from_host(fv_tensor *dst, const void *host, size_t bytes);
+int fv_cuda_binary(int op, fv_tensor *out, const fv_tensor *a, const fv_tensor *b);
+int fv_cuda_binary_scalar(int op, fv_tensor *out, const fv_tensor *a, double s, int scalar_first);
+int fv_cuda_unary(int op, fv_tensor *out, const fv_tensor *a, double lo, double hi);
+int fv_cuda_reduce(int op, fv_tensor *out, fv_tensor *index, const fv_tensor *a, int64_t outer, int64_t n,
+                   int64_t inner, int correction, int index_base);
+int fv_cuda_matmul(fv_tensor *out, const fv_tensor *a, const fv_tensor *b);
+int fv_cuda_random(int op, fv_tensor *out, uint64_t seed, uint64_t offset);
+/* cuBLAS's handle, made on first use (matmul.cu); released by nothing: it lives until exit */
+int fv_cuda_blas_ready(const char *op);
+}
+
+#endif

@@ -1,0 +1,34 @@
+/* fovea_cuda.h: the public C API of libfovea_cuda.so, the CUDA backend of fovea.
+ *
+ * Read as it is by LuaJIT's ffi.cdef (lua/fovea/cuda.lua, only once the library has
+ * loaded), so like core/fovea.h it holds no macros, no includes and no include guard.
+ * C users include <stdint.h> and fovea.h first, and link with -lfovea_cuda -lfovea.
+ *
+ * Statuses and messages are fovea's (fv_status, fv_last_error()). Nothing here aborts:
+ * a missing driver or GPU, a failed CUDA call or an exhausted GPU memory come back as
+ * FV_ERR_DEVICE or FV_ERR_MEMORY with CUDA's own words, the file and line of the call and
+ * the op that made it.
+ *
+ * Example
+ *   if (fv_cuda_init() != FV_OK) fprintf(stderr, "no GPU: %s\n", fv_last_error());
+ *   else fv_to_device(&g, t, FV_CUDA);   // ops on g now run on the GPU
+ */
+
+/* Finds the GPU (device 0), makes it current and registers the CUDA backend with the
+ * core (fv_device_available(FV_CUDA) becomes 1). FV_ERR_DEVICE with a message when
+ * cudaGetDeviceCount fails (no driver) or finds no device. Calling it again is cheap. */
+int fv_cuda_init(void);
+/* GPUs visible to the CUDA runtime; 0 when there are none or the runtime cannot tell. */
+int fv_cuda_device_count(void);
+/* Gives the caching allocator's free blocks back to the driver. */
+void fv_cuda_empty_cache(void);
+/* Bytes of the caching allocator: allocated (blocks in use, rounded sizes), reserved
+ * (taken from the driver: in use plus cached), peak (the most allocated since the start
+ * or fv_cuda_reset_peak). Any pointer may be NULL. */
+int fv_cuda_memory_stats(int64_t *allocated, int64_t *reserved, int64_t *peak);
+void fv_cuda_reset_peak(void);
+/* TF32 tensor-core math for float32 matmul (cuBLAS), on (1) by default; returns the
+ * previous setting. float64 is never affected. */
+int fv_cuda_set_tf32(int enabled);
+/* Waits until the GPU has finished all work (for timings); reports any pending error. */
+int fv_cuda_synchronize(void);

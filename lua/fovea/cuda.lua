@@ -1,0 +1,139 @@
+-- cuda.lua: the CUDA backend, loaded at run time. Nothing happens on require: the first
+-- call to fv.cuda.available() (or anything that names the device 'cuda') looks for
+-- libfovea_cuda.so (FOVEA_CUDA_LIB, then beside the libfovea.so in use, then build/ and
+-- PREFIX/lib), declares its header cuda/fovea_cuda.h to the FFI, and calls fv_cuda_init,
+-- which registers the CUDA kernels with the core. When the library is missing, cannot be
+-- loaded (no CUDA runtime), or finds no GPU, available() is false and
+-- unavailable_reason() says why; nothing raises, nothing aborts.
+--   fv.cuda.available()      true when tensors can live on the GPU
+--   fv.cuda.device_count()   GPUs seen (0 when unavailable)
+--   fv.cuda.memory_stats()   {allocated =, reserved =, peak =} bytes of the caching allocator
+--   fv.cuda.empty_cache()    gives the allocator's cached blocks back to the driver
+--   fv.cuda.reset_peak()     peak = allocated
+--   fv.cuda.set_tf32(on)     TF32 tensor-core math for float32 matmul (default on); returns the old setting
+--   fv.cuda.synchronize()    waits for the GPU (for timings)
+local ffi = require 'ffi'
+local clib = require 'fovea.clib'
+
+local C = clib.C
+local M = {}
+
+local lib           -- the loaded library once fv_cuda_init succeeded
+local tried = false
+local reason        -- why the backend is not available
+
+local function dir_of(path) return path and path:match('^(.*[/\\])') end
+
+local function find_library()
+  local env = os.getenv('FOVEA_CUDA_LIB')
+  if env and env ~= '' then
+    if clib.exists(env) then return env end
+    return nil, 'FOVEA_CUDA_LIB=' .. env .. ' does not exist'
+  end
+  local beside = dir_of(clib.libpath)
+  if beside then
+    -- the CUDA library must use the same libfovea as the Lua side (an ASan build has none)
+    local path = beside .. 'libfovea_cuda.so'
+    if clib.exists(path) then return path end
+    return nil, 'libfovea_cuda.so is not built beside ' .. clib.libpath .. ' (run `make cuda` on a machine with nvcc)'
+  end
+  local path = clib.first_existing { clib.repo .. 'build/libfovea_cuda.so', clib.prefix .. 'lib/libfovea_cuda.so' }
+  if path then return path end
+  return nil, 'libfovea_cuda.so is not built (run `make cuda` on a machine with nvcc)'
+end
+
+local function read_header()
+  local path = clib.first_existing { clib.repo .. 'cuda/fovea_cuda.h', clib.prefix .. 'include/fovea/fovea_cuda.h' }
+  if not path then return nil end
+  local f = io.open(path, 'rb')
+  if not f then return nil end
+  local text = f:read('*a')
+  f:close()
+  return text
+end
+
+local function load()
+  if tried then return lib end
+  tried = true
+  local path, missing = find_library()
+  if not path then
+    reason = missing
+    return nil
+  end
+  local header = read_header()
+  if not header then
+    reason = 'cannot find the header fovea_cuda.h (cuda/ or PREFIX/include/fovea/)'
+    return nil
+  end
+  local ok, err = pcall(ffi.cdef, header)
+  if not ok then
+    reason = 'cannot declare fovea_cuda.h: ' .. tostring(err)
+    return nil
+  end
+  local loaded
+  ok, loaded = pcall(ffi.load, path)
+  if not ok then
+    reason = 'cannot load ' .. path .. ' (' .. tostring(loaded) .. ')'
+    return nil
+  end
+  ok, err = pcall(function() return loaded.fv_cuda_init() end)
+  if not ok then
+    reason = path .. ' has no fv_cuda_init (' .. tostring(err) .. ')'
+    return nil
+  end
+  if err ~= 0 then
+    reason = ffi.string(C.fv_last_error())
+    C.fv_clear_error()
+    return nil
+  end
+  if C.fv_device_available(C.FV_CUDA) == 0 then
+    -- it registered with another copy of libfovea.so than the one this process uses
+    reason = path .. ' is linked with a different libfovea.so than ' .. tostring(clib.libpath)
+      .. ' (build both with the same `make`, side by side)'
+    return nil
+  end
+  -- keep it loaded until exit, as clib does with libfovea (finalizers free CUDA memory)
+  ffi.C.dlopen(path, 2 + 0x1000)
+  lib = loaded
+  reason = nil
+  return lib
+end
+
+function M.available() return load() ~= nil end
+
+-- nil when CUDA is available, else a sentence saying why not.
+function M.unavailable_reason()
+  load()
+  return reason
+end
+
+function M.device_count()
+  if not load() then return 0 end
+  return tonumber(lib.fv_cuda_device_count())
+end
+
+function M.empty_cache()
+  if load() then lib.fv_cuda_empty_cache() end
+end
+
+function M.memory_stats()
+  if not load() then return { allocated = 0, reserved = 0, peak = 0 } end
+  local v = ffi.new('int64_t[3]')
+  clib.check(lib.fv_cuda_memory_stats(v, v + 1, v + 2))
+  return { allocated = tonumber(v[0]), reserved = tonumber(v[1]), peak = tonumber(v[2]) }
+end
+
+function M.reset_peak()
+  if load() then lib.fv_cuda_reset_peak() end
+end
+
+function M.set_tf32(on)
+  if not load() then return false end
+  return lib.fv_cuda_set_tf32(on and 1 or 0) ~= 0
+end
+
+function M.synchronize()
+  if load() then clib.check(lib.fv_cuda_synchronize()) end
+end
+
+return M

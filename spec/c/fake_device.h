@@ -1,0 +1,134 @@
+/* fake_device.h: a stand-in "cuda" backend for machines without a GPU. Its memory is
+ * host memory (malloc) and its kernels are the CPU's, called on copies of the tensor
+ * headers marked as cpu; host transfers are memcpy. It registers as FV_CUDA, so the
+ * core's device plumbing (fv_to_device, fv_copy_ across devices, autograd through device
+ * moves, the Lua side's :cuda()/:cpu(), module moves, allocator statistics, errors) runs
+ * for real while the kernels stay the CPU's. Used by spec/c/test_device.c and by
+ * spec/c/fake_cuda.c (a fake libfovea_cuda.so for spec/cuda_spec.lua, see
+ * spec/cuda_plumbing_spec.lua). It checks nothing of the real CUDA kernels.
+ * Include after <stdlib.h>, <string.h> and core/internal.h. */
+#ifndef FOVEA_FAKE_DEVICE_H
+#define FOVEA_FAKE_DEVICE_H
+
+/* allocations bigger than this fail, like a GPU out of memory */
+static const size_t fake_memory_limit = (size_t)1 << 36;
+static int64_t fake_allocated, fake_peak, fake_transfers;
+
+static void *fake_alloc(size_t bytes) {
+  if (bytes > fake_memory_limit) {
+    fv_fail(FV_ERR_MEMORY, "fake cuda: out of memory for %zu bytes", bytes);
+    return NULL;
+  }
+  size_t *p = malloc(bytes + 16);
+  if (!p) return NULL;
+  p[0] = bytes;
+  fake_allocated += (int64_t)bytes;
+  if (fake_allocated > fake_peak) fake_peak = fake_allocated;
+  return (char *)p + 16;
+}
+
+static void fake_free(void *data, size_t bytes) {
+  if (!data) return;
+  size_t *p = (size_t *)((char *)data - 16);
+  if (p[0] != bytes) abort(); /* the core must give back the size it asked for */
+  fake_allocated -= (int64_t)bytes;
+  free(p);
+}
+
+/* t's header as a cpu tensor over the same memory */
+static fv_tensor fake_cpu(const fv_tensor *t) {
+  fv_tensor c = *t;
+  c.device_type = FV_CPU;
+  return c;
+}
+
+static int fake_supports(int op, int dtype) {
+  if (op >= FV_OP_CONV2D) return 0; /* no nn kernels, as on the real CUDA backend so far */
+  return fv_cpu_backend.supports(op, dtype);
+}
+
+static int fake_copy(fv_tensor *dst, const fv_tensor *src) {
+  if (dst->device_type != FV_CUDA || src->device_type != FV_CUDA) abort();
+  fv_tensor d = fake_cpu(dst), s = fake_cpu(src);
+  return fv_cpu_backend.copy(&d, &s);
+}
+
+static int fake_fill(fv_tensor *dst, double value) {
+  fv_tensor d = fake_cpu(dst);
+  return fv_cpu_backend.fill(&d, value);
+}
+
+static int fake_to_host(void *host, const fv_tensor *src, size_t bytes) {
+  if (src->device_type != FV_CUDA || !fv_tensor_is_contiguous(src)) abort();
+  fake_transfers++;
+  memcpy(host, (char *)src->storage->data + src->offset * fv_dtype_size(src->scalar_type), bytes);
+  return FV_OK;
+}
+
+static int fake_from_host(fv_tensor *dst, const void *host, size_t bytes) {
+  if (dst->device_type != FV_CUDA || !fv_tensor_is_contiguous(dst)) abort();
+  fake_transfers++;
+  memcpy((char *)dst->storage->data + dst->offset * fv_dtype_size(dst->scalar_type), host, bytes);
+  return FV_OK;
+}
+
+static int fake_binary(int op, fv_tensor *out, const fv_tensor *a, const fv_tensor *b) {
+  fv_tensor o = fake_cpu(out), x = fake_cpu(a), y = fake_cpu(b);
+  return fv_cpu_backend.binary(op, &o, &x, &y);
+}
+
+static int fake_binary_scalar(int op, fv_tensor *out, const fv_tensor *a, double s, int scalar_first) {
+  fv_tensor o = fake_cpu(out), x = fake_cpu(a);
+  return fv_cpu_backend.binary_scalar(op, &o, &x, s, scalar_first);
+}
+
+static int fake_unary(int op, fv_tensor *out, const fv_tensor *a, double lo, double hi) {
+  fv_tensor o = fake_cpu(out), x = fake_cpu(a);
+  return fv_cpu_backend.unary(op, &o, &x, lo, hi);
+}
+
+static int fake_reduce(int op, fv_tensor *out, fv_tensor *index, const fv_tensor *a, int64_t outer, int64_t n,
+                       int64_t inner, int correction, int index_base) {
+  fv_tensor o, i, x = fake_cpu(a);
+  if (out) o = fake_cpu(out);
+  if (index) i = fake_cpu(index);
+  return fv_cpu_backend.reduce(op, out ? &o : NULL, index ? &i : NULL, &x, outer, n, inner, correction, index_base);
+}
+
+/* The CPU matmul clones operands it cannot pass to BLAS, on the operand's device (here
+ * the cpu, as the headers say), so the fake hands it cpu headers only. */
+static int fake_matmul(fv_tensor *out, const fv_tensor *a, const fv_tensor *b) {
+  fv_tensor o = fake_cpu(out), x = fake_cpu(a), y = fake_cpu(b);
+  return fv_cpu_backend.matmul(&o, &x, &y);
+}
+
+static int fake_random(int op, fv_tensor *out, uint64_t seed, uint64_t offset) {
+  fv_tensor o = fake_cpu(out);
+  return fv_cpu_backend.random(op, &o, seed, offset);
+}
+
+static int fake_nn(const fv_nn_call *call) {
+  return fv_fail(FV_ERR_DEVICE, "%s: not implemented on cuda yet", fv_op_name(call->op));
+}
+
+static const fv_backend fake_backend = {
+    .name = "cuda",
+    .device_type = FV_CUDA,
+    .supports = fake_supports,
+    .alloc = fake_alloc,
+    .free = fake_free,
+    .copy = fake_copy,
+    .fill = fake_fill,
+    .to_host = fake_to_host,
+    .from_host = fake_from_host,
+    .binary = fake_binary,
+    .binary_scalar = fake_binary_scalar,
+    .unary = fake_unary,
+    .reduce = fake_reduce,
+    .matmul = fake_matmul,
+    .random = fake_random,
+    .nn_forward = fake_nn,
+    .nn_backward = fake_nn,
+};
+
+#endif

@@ -1,0 +1,91 @@
+-- cuda_plumbing_spec.lua: the CUDA backend's surroundings on a machine without a GPU:
+-- fv.cuda reports itself unavailable with a reason and :cuda() raises a clear error;
+-- and spec/cuda_spec.lua passes, in a separate busted process, against a stand-in
+-- libfovea_cuda.so (spec/c/fake_cuda.c: host memory and the CPU's kernels registered as
+-- the cuda device). That checks the loading, device moves, cross-device copies, module
+-- moves, statistics and error paths, and the GPU spec itself; the CUDA kernels are
+-- checked only on a GPU (cuda/gpu_check.sh).
+local fv = require 'fovea'
+
+local build = os.getenv('FOVEA_BUILD') or 'build'
+local sanitize = os.getenv('FOVEA_SANITIZE') or ''
+
+local function run(cmd)
+  local p = io.popen(cmd .. ' 2>&1; echo "exit:$?"')
+  local out = p:read('*a')
+  p:close()
+  local status = tonumber(out:match('exit:(%d+)%s*$'))
+  return status, (out:gsub('exit:%d+%s*$', ''))
+end
+
+local function abspath(path)
+  if path:sub(1, 1) == '/' then return path end
+  local p = io.popen('pwd')
+  local cwd = p:read('*l')
+  p:close()
+  return cwd .. '/' .. path
+end
+
+describe('cuda without a GPU', function()
+  it('is unavailable with a reason, and device requests raise errors naming CUDA', function()
+    if fv.cuda.available() then pending('a GPU is present: spec/cuda_spec.lua covers it') end
+    assert.is_false(fv.cuda.available())
+    assert.is_string(fv.cuda.unavailable_reason())
+    assert.are.equal(0, fv.cuda.device_count())
+    assert.are.same({ allocated = 0, reserved = 0, peak = 0 }, fv.cuda.memory_stats())
+    fv.cuda.empty_cache()
+    fv.cuda.synchronize()
+    local ok, err = pcall(function() return fv.ones(2):cuda() end)
+    assert.is_false(ok)
+    assert.matches('CUDA is not available', err)
+    ok, err = pcall(function() return fv.ones(2):to('cuda:0') end)
+    assert.matches('CUDA is not available', err)
+    ok, err = pcall(function() return fv.zeros({ 2 }, { device = 'cuda' }) end)
+    assert.is_false(ok)
+    assert.matches('no cuda backend is loaded', err)
+    ok, err = pcall(function() return fv.nn.Linear(2, 2):cuda() end)
+    assert.is_false(ok)
+    assert.matches('CUDA', err)
+    assert.are.equal('cpu', fv.ones(2):cpu():device())
+  end)
+end)
+
+describe('cuda plumbing (stand-in backend)', function()
+  local lib, built, log
+  setup(function()
+    local status
+    status, log = run(('make -s fake-cuda BUILD=%s SANITIZE="%s" CFLAGS="-O1 -g"'):format(build, sanitize))
+    built = status == 0
+    lib = abspath(build .. '/spec/fake-cuda/libfovea_cuda.so')
+  end)
+
+  it('passes spec/cuda_spec.lua with host memory and the CPU kernels', function()
+    assert(built, 'make fake-cuda failed:\n' .. tostring(log))
+    local status, out = run(('FOVEA_CUDA_LIB=%s %s --lua=%s --tags=gpu --output=spec/count_output.lua spec/cuda_spec.lua')
+      :format(lib, os.getenv('BUSTED') or 'busted', os.getenv('LUAJIT') or 'luajit'))
+    local passed, failed = out:match('(%d+) passed, (%d+) failed%s*$')
+    assert(status == 0 and passed and tonumber(passed) > 0 and tonumber(failed) == 0, out)
+    assert.is_nil(out:match('skipped'), out)
+  end)
+
+  it('reports a failing fv_cuda_init as unavailable, with its message', function()
+    assert(built, 'make fake-cuda failed:\n' .. tostring(log))
+    local script = [[
+      local fv = require 'fovea'
+      assert(not fv.cuda.available())
+      io.write(fv.cuda.unavailable_reason(), '\n')
+      local ok, err = pcall(function() return fv.ones(2):cuda() end)
+      io.write(tostring(ok), ' ', err, '\n')
+    ]]
+    local path = os.tmpname()
+    local f = assert(io.open(path, 'w'))
+    f:write(script)
+    f:close()
+    local status, out = run(("FOVEA_CUDA_LIB=%s FOVEA_FAKE_CUDA_FAIL='driver missing' %s %s")
+      :format(lib, os.getenv('LUAJIT') or 'luajit', path))
+    os.remove(path)
+    assert.are.equal(0, status, out)
+    assert.matches('cuda: no usable GPU: driver missing', out)
+    assert.matches('false .*CUDA is not available: cuda: no usable GPU: driver missing', out)
+  end)
+end)

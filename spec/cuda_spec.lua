@@ -1,0 +1,394 @@
+-- cuda_spec.lua: the CUDA backend against the CPU, op by op: moves and round trips,
+-- copies and dtype conversions, fill, elementwise ops with broadcasting and NaN rules,
+-- reductions, matmul (TF32 off and on), random numbers (bit-equality of uniform draws),
+-- autograd and modules on the GPU, the caching allocator's statistics, running out of
+-- GPU memory, and the ops not implemented yet. Tagged gpu: run on a GPU machine with
+--   busted --lua=luajit --tags gpu spec/cuda_spec.lua       (cuda/gpu_check.sh does it)
+-- Without a GPU (or without libfovea_cuda.so) every case is reported as pending with the
+-- reason. spec/cuda_plumbing_spec.lua also runs this file against a stand-in backend
+-- (host memory, CPU kernels) to check everything but the kernels on any machine.
+local fv = require 'fovea'
+local ffi = require 'ffi'
+
+local available = fv.cuda.available()
+local why = fv.cuda.unavailable_reason()
+
+-- Runs fn only when a GPU is there; otherwise the case is pending, with the reason.
+local function gpu_it(name, fn)
+  it(name, function()
+    if not available then pending('no GPU: ' .. tostring(why)) end
+    fn()
+  end)
+end
+
+-- A tensor's values (any device) as a flat Lua array, row-major.
+local function flat(t)
+  local c = t:cpu()
+  local buf, n = fv.values_f64(c)
+  local r = {}
+  for i = 1, n do r[i] = buf[i - 1] end
+  return r
+end
+
+local function shape_str(t) return table.concat(t:size(), 'x') end
+
+-- Asserts that got (on the GPU) matches want (on the CPU): same shape and dtype, values
+-- equal within rtol * |want| + atol (NaN matches NaN; infinities must be equal).
+local function same(want, got, rtol, atol, what)
+  rtol, atol = rtol or 0, atol or 0
+  what = what or ''
+  assert.are.equal('cuda', got:device(), what .. ': result not on cuda')
+  assert.are.equal(want:dtype(), got:dtype(), what .. ': dtype')
+  assert.are.equal(shape_str(want), shape_str(got), what .. ': shape')
+  local a, b = flat(want), flat(got)
+  for i = 1, #a do
+    local x, y = a[i], b[i]
+    local ok
+    if x ~= x then ok = y ~= y
+    elseif x == math.huge or x == -math.huge then ok = x == y
+    else ok = math.abs(x - y) <= rtol * math.abs(x) + atol end
+    if not ok then
+      error(('%s: element %d differs: cpu %.17g, cuda %.17g (rtol %g, atol %g)'):format(what, i, x, y, rtol, atol), 2)
+    end
+  end
+end
+
+local specials = { 0, -0.0, 1, -1, 2.5, -3.25, 1e-3, 1e3, 0 / 0, math.huge, -math.huge, 0.5 }
+
+local function sample(shape, opts)
+  opts = opts or {}
+  local x = fv.randn(shape, { seed = opts.seed or 7, dtype = opts.dtype })
+  if opts.positive then x = x:abs() + 0.1 end
+  return x
+end
+
+describe('cuda #gpu', function()
+  gpu_it('moves tensors of every dtype to the GPU and back unchanged', function()
+    for _, dt in ipairs { 'float32', 'float64', 'int64', 'uint8' } do
+      local x = fv.tensor({ { 1, 2, 3 }, { 4, 5, 250 } }, { dtype = dt })
+      local g = x:cuda()
+      assert.are.equal('cuda', g:device())
+      assert.is_true(g:is_cuda())
+      assert.are.equal(dt, g:dtype())
+      assert.are.same(x:totable(), g:totable())
+      assert.are.same(x:totable(), g:cpu():totable())
+      assert.are.same(x:totable(), x:to('cuda'):to('cpu'):totable())
+      assert.are.equal(g, g:cuda()) -- already there: the same tensor
+    end
+    local t = fv.tensor({ 1.5, -2 }, { device = 'cuda' })
+    assert.are.equal('cuda', t:device())
+    assert.are.same({ 1.5, -2 }, t:totable())
+    assert.are.equal(-2, t:get(2))
+    assert.are.equal(1.5, t[1])
+    t[2] = 4
+    local m = fv.zeros({ 2, 3 }, { device = 'cuda' }):set(7, 2, -1)
+    assert.are.same({ 1.5, 4 }, t:totable())
+    assert.are.same({ { 0, 0, 0 }, { 0, 0, 7 } }, m:totable())
+    assert.are.equal(3, fv.tensor({ 3 }, { device = 'cuda' }):sum():item())
+    assert.matches('on cuda', tostring(t))
+  end)
+
+  gpu_it('creates tensors on the GPU', function()
+    same(fv.zeros({ 2, 3 }), fv.zeros({ 2, 3 }, { device = 'cuda' }))
+    same(fv.ones({ 4 }, { dtype = 'float64' }), fv.ones({ 4 }, { dtype = 'float64', device = 'cuda' }))
+    same(fv.full({ 3, 2 }, 7.5), fv.full({ 3, 2 }, 7.5, { device = 'cuda' }))
+    same(fv.arange(0, 10, 3, { dtype = 'int64' }), fv.arange(0, 10, 3, { dtype = 'int64', device = 'cuda' }))
+    local e = fv.empty({ 0, 3 }, { device = 'cuda' })
+    assert.are.equal(0, e:numel())
+    assert.are.equal(0, e:sum():item())
+  end)
+
+  gpu_it('copies and converts between every pair of dtypes as the CPU does', function()
+    local values = { 0, -0.0, 0.4, 0.5, 1.5, 2.5, -1.5, -7.9, 254.6, 255.5, 300, -300, 1e19, -1e19, 0 / 0,
+      math.huge, -math.huge, 123456789.123 }
+    local dtypes = { 'float32', 'float64', 'int64', 'uint8' }
+    for _, from in ipairs(dtypes) do
+      local x = fv.tensor(values, { dtype = 'float64' }):to(from)
+      local g = x:cuda()
+      for _, to in ipairs(dtypes) do
+        same(x:to(to), g:to(to), 0, 0, from .. ' -> ' .. to)
+      end
+    end
+  end)
+
+  gpu_it('copies strided, offset and broadcast views', function()
+    local x = sample({ 4, 5, 6 }, { dtype = 'float64' })
+    local g = x:cuda()
+    same(x:transpose(1, 3):contiguous(), g:transpose(1, 3):contiguous(), 0, 0, 'transpose')
+    same(x:narrow(2, 2, 3):clone(), g:narrow(2, 2, 3):clone(), 0, 0, 'narrow')
+    same(x:select(1, 3):t():clone(), g:select(1, 3):t():clone(), 0, 0, 'select + t')
+    same(x:permute(2, 3, 1):float(), g:permute(2, 3, 1):float(), 0, 0, 'permute + convert')
+    local row = fv.tensor({ 1, 2, 3 })
+    same(row:expand(4, 3):clone(), row:cuda():expand(4, 3):clone(), 0, 0, 'expand')
+    -- copy_ into a strided GPU view, from the GPU and from the CPU (broadcast, converted)
+    local dst_c, dst_g = fv.zeros({ 3, 4 }), fv.zeros({ 3, 4 }, { device = 'cuda' })
+    local src = fv.tensor({ 1.25, -2, 3.5 }, { dtype = 'float64' }):view(3, 1)
+    dst_c:t():narrow(2, 1, 3):copy_(src:t())
+    dst_g:t():narrow(2, 1, 3):copy_(src:t())
+    same(dst_c, dst_g, 0, 0, 'cpu -> strided cuda view')
+    dst_g:narrow(1, 2, 1):narrow(2, 2, 3):copy_(src:cuda():t())
+    dst_c:narrow(1, 2, 1):narrow(2, 2, 3):copy_(src:t())
+    same(dst_c, dst_g, 0, 0, 'cuda -> strided cuda view')
+    local back = fv.zeros({ 4, 3 }, { dtype = 'float64' })
+    back:copy_(dst_g:t())
+    assert.are.same(dst_c:t():double():totable(), back:totable())
+  end)
+
+  gpu_it('fills tensors of every dtype, strided ones too', function()
+    for _, dt in ipairs { 'float32', 'float64', 'int64', 'uint8' } do
+      for _, v in ipairs { 3.7, -1, 300, 0 / 0 } do
+        local c, g = fv.zeros({ 3, 4 }, { dtype = dt }), fv.zeros({ 3, 4 }, { dtype = dt, device = 'cuda' })
+        c:t():narrow(1, 2, 2):fill_(v)
+        g:t():narrow(1, 2, 2):fill_(v)
+        same(c, g, 0, 0, 'fill ' .. dt .. ' ' .. v)
+      end
+    end
+  end)
+
+  -- transcendental functions may differ in the last ulps (CUDA's libm is not glibc's)
+  local function tolerance(dtype, exact)
+    if exact then return 0, 0 end
+    if dtype == 'float32' then return 1e-6, 1e-38 end
+    return 1e-15, 1e-300
+  end
+
+  gpu_it('computes binary ops with broadcasting as the CPU does, NaN rules included', function()
+    local ops = { 'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'eq', 'ne', 'lt', 'le', 'gt', 'ge' }
+    for _, dt in ipairs { 'float32', 'float64' } do
+      local s = fv.tensor(specials, { dtype = dt })
+      local n = #specials
+      local pairs_ = {
+        { 'special x special', s:view(n, 1), s:view(1, n) },
+        { 'same shape', sample({ 4, 5 }, { dtype = dt }), sample({ 4, 5 }, { dtype = dt, seed = 8 }) },
+        { '(3,4,5) with (5)', sample({ 3, 4, 5 }, { dtype = dt }), sample({ 5 }, { dtype = dt, seed = 9 }) },
+        { 'transposed with (4,1)', sample({ 5, 4 }, { dtype = dt }):t(), sample({ 4, 1 }, { dtype = dt, seed = 3 }) },
+        { 'scalar tensor', fv.tensor(2.5, { dtype = dt }), sample({ 2, 3 }, { dtype = dt }) },
+      }
+      for _, op in ipairs(ops) do
+        for _, p in ipairs(pairs_) do
+          local a, b = p[2], p[3]
+          if op == 'pow' then a = a:abs() end
+          local rtol, atol = tolerance(dt, op ~= 'pow')
+          same(a[op](a, b), a:cuda()[op](a:cuda(), b:cuda()), rtol, atol, op .. ' ' .. dt .. ' ' .. p[1])
+        end
+      end
+      -- operators and scalars on either side
+      local a = sample({ 3, 4 }, { dtype = dt })
+      local g = a:cuda()
+      same(a + 1, g + 1, 0, 0, 'a + 1')
+      same(2 - a, 2 - g, 0, 0, '2 - a')
+      same(a * 0.1, g * 0.1, 0, 0, 'a * 0.1')
+      same(3 / a, 3 / g, 0, 0, '3 / a')
+      local rt, at = tolerance(dt)
+      same(a:abs() ^ 1.7, g:abs() ^ 1.7, rt, at, 'a ^ 1.7')
+      same(2 ^ a, 2 ^ g, rt, at, '2 ^ a')
+      same(-a, -g, 0, 0, '-a')
+      for _, op in ipairs { 'maximum', 'minimum', 'eq', 'lt', 'ge' } do
+        same(a[op](a, 0.25), g[op](g, 0.25), 0, 0, op .. ' with a scalar')
+        same(s[op](0 / 0, s), s:cuda()[op](0 / 0, s:cuda()), 0, 0, op .. ' NaN scalar first')
+      end
+    end
+  end)
+
+  gpu_it('computes unary ops and clamp as the CPU does', function()
+    local ops = { neg = true, exp = false, log = false, sqrt = true, abs = true, relu = true, sigmoid = false,
+      tanh = false }
+    for _, dt in ipairs { 'float32', 'float64' } do
+      local inputs = { fv.tensor(specials, { dtype = dt }), sample({ 7, 9 }, { dtype = dt }):t() }
+      for _, x in ipairs(inputs) do
+        for op, exact in pairs(ops) do
+          local rtol, atol = tolerance(dt, exact)
+          same(x[op](x), x:cuda()[op](x:cuda()), rtol, atol, op .. ' ' .. dt)
+        end
+        same(x:clamp(-0.5, 0.75), x:cuda():clamp(-0.5, 0.75), 0, 0, 'clamp ' .. dt)
+        same(x:clamp(0), x:cuda():clamp(0), 0, 0, 'clamp low ' .. dt)
+        same(x:clamp(nil, 1), x:cuda():clamp(nil, 1), 0, 0, 'clamp high ' .. dt)
+      end
+    end
+  end)
+
+  gpu_it('reduces over each dimension and over everything as the CPU does', function()
+    for _, dt in ipairs { 'float32', 'float64' } do
+      local rtol = dt == 'float32' and 2e-6 or 1e-12
+      local cases = {
+        { 'small', sample({ 3, 4, 5 }, { dtype = dt }) },
+        { 'long rows', sample({ 5, 3000 }, { dtype = dt }) },     -- the one-block-per-row kernel
+        { 'long columns', sample({ 3000, 3 }, { dtype = dt }) },
+        { 'ties', fv.tensor({ { 1, 3, 3, 0, 3 }, { -1, -1, 2, -1, 2 } }, { dtype = dt }) },
+        { 'NaNs', fv.tensor({ { 1, 0 / 0, 5, 0 / 0 }, { 2, 3, 1, 0 / 0 }, { 7, 7, 7, 7 } }, { dtype = dt }) },
+      }
+      local big = sample({ 2, 1000 }, { dtype = dt })
+      big[1][700] = 0 / 0
+      big[2][300] = 50
+      big[2][900] = 50
+      cases[#cases + 1] = { 'long rows with NaN and ties', big }
+      for _, c in ipairs(cases) do
+        local x, g = c[2], c[2]:cuda()
+        local what = c[1] .. ' ' .. dt
+        for d = 0, x:dim() do
+          local dim = d > 0 and d or nil
+          local where = what .. (dim and (' dim ' .. dim) or ' all')
+          same(x:sum(dim), g:sum(dim), rtol, 1e-5, 'sum ' .. where)
+          same(x:mean(dim), g:mean(dim), rtol, 1e-6, 'mean ' .. where)
+          same(x:var(dim), g:var(dim), rtol, 1e-6, 'var ' .. where)
+          same(x:var(dim, { unbiased = false }), g:var(dim, { unbiased = false }), rtol, 1e-6, 'var biased ' .. where)
+          same(x:argmax(dim), g:argmax(dim), 0, 0, 'argmax ' .. where)
+          same(x:argmin(dim), g:argmin(dim), 0, 0, 'argmin ' .. where)
+          if dim then
+            local v, i = x:max(dim)
+            local gv, gi = g:max(dim)
+            same(v, gv, 0, 0, 'max values ' .. where)
+            same(i, gi, 0, 0, 'max indices ' .. where)
+            v, i = x:min(dim, true)
+            gv, gi = g:min(dim, true)
+            same(v, gv, 0, 0, 'min values keepdim ' .. where)
+            same(i, gi, 0, 0, 'min indices keepdim ' .. where)
+            same(x:sum(dim, true), g:sum(dim, true), rtol, 1e-5, 'sum keepdim ' .. where)
+          else
+            same(x:max(), g:max(), 0, 0, 'max ' .. where)
+            same(x:min(), g:min(), 0, 0, 'min ' .. where)
+          end
+        end
+      end
+      -- a strided input is made contiguous first
+      local x = sample({ 6, 7 }, { dtype = dt })
+      same(x:t():sum(2), x:cuda():t():sum(2), rtol, 1e-6, 'sum of a transposed ' .. dt)
+      same(x:var(1, { unbiased = true }), x:cuda():var(1), rtol, 1e-6, 'var ' .. dt)
+      same(fv.tensor({ 5 }, { dtype = dt }):var(), fv.tensor({ 5 }, { dtype = dt, device = 'cuda' }):var(), 0, 0,
+        'var of one element (NaN)')
+    end
+  end)
+
+  gpu_it('multiplies matrices as the CPU does (TF32 off), in every layout', function()
+    local previous = fv.cuda.set_tf32(false)
+    finally(function() fv.cuda.set_tf32(previous) end)
+    for _, dt in ipairs { 'float32', 'float64' } do
+      local rtol, atol = dt == 'float32' and 1e-5 or 1e-12, dt == 'float32' and 1e-5 or 1e-12
+      local function m(shape, seed) return sample(shape, { dtype = dt, seed = seed }) end
+      local cases = {
+        { '2-D', m({ 5, 7 }), m({ 7, 3 }, 2) },
+        { 'vector @ matrix', m({ 7 }), m({ 7, 4 }, 2) },
+        { 'matrix @ vector', m({ 4, 7 }), m({ 7 }, 2) },
+        { 'vector @ vector', m({ 9 }), m({ 9 }, 2) },
+        { 'batched', m({ 2, 3, 4 }), m({ 2, 4, 5 }, 2) },
+        { 'broadcast batch', m({ 2, 1, 3, 4 }), m({ 5, 4, 2 }, 2) },
+        { 'shared right matrix', m({ 6, 3, 4 }), m({ 4, 5 }, 2) },
+        { 'transposed operands', m({ 7, 5 }):t(), m({ 3, 7 }, 2):t() },
+        { 'batched transposed', m({ 3, 4, 2 }):transpose(2, 3), m({ 3, 5, 4 }, 2):transpose(2, 3) },
+        { 'permuted batch', m({ 4, 2, 3 }):permute(2, 1, 3), m({ 2, 3, 5 }, 2) },
+        { 'strided (copied first)', m({ 4, 2, 6, 2 }):select(4, 1):select(2, 1), m({ 6, 8, 2 }, 2):select(3, 1) },
+        { 'empty inner dimension', m({ 3, 0 }), m({ 0, 4 }, 2) },
+        { 'large', m({ 130, 257 }), m({ 257, 65 }, 2) },
+      }
+      for _, c in ipairs(cases) do
+        local a, b = c[2], c[3]
+        same(a:matmul(b), a:cuda():matmul(b:cuda()), rtol, atol * (a:size(-1) + 1), c[1] .. ' ' .. dt)
+      end
+    end
+  end)
+
+  gpu_it('uses TF32 for float32 matmul by default, within TF32 precision', function()
+    local previous = fv.cuda.set_tf32(true)
+    finally(function() fv.cuda.set_tf32(previous) end)
+    local a, b = sample({ 64, 128 }), sample({ 128, 32 }, { seed = 3 })
+    same(a:matmul(b), a:cuda():matmul(b:cuda()), 2e-2, 5e-2, 'TF32 matmul')
+    local ad, bd = a:double(), b:double()
+    same(ad:matmul(bd), ad:cuda():matmul(bd:cuda()), 1e-12, 1e-12, 'float64 is never TF32')
+  end)
+
+  gpu_it('draws the same random numbers as the CPU (uniform bit for bit)', function()
+    for _, dt in ipairs { 'float32', 'float64' } do
+      local gc, gg = fv.generator(1234), fv.generator(1234)
+      for round = 1, 2 do -- the second draw continues from the generator's new offset
+        same(fv.rand({ 1000, 3 }, { dtype = dt, generator = gc }), fv.rand({ 1000, 3 }, { dtype = dt, generator = gg,
+          device = 'cuda' }), 0, 0, 'rand ' .. dt .. ' draw ' .. round)
+      end
+      -- normals go through CUDA's log and cos: float32 rounds to the same value, float64 may
+      -- differ in the last bits
+      local rtol = dt == 'float32' and 1.2e-7 or 1e-14
+      same(fv.randn({ 5000 }, { dtype = dt, seed = 99 }), fv.randn({ 5000 }, { dtype = dt, seed = 99, device = 'cuda' }),
+        rtol, 1e-300, 'randn ' .. dt)
+      assert.are.equal(tonumber(gc.offset), tonumber(gg.offset))
+    end
+    local r = fv.rand({ 100000 }, { seed = 5, device = 'cuda' })
+    assert.is_true(r:min():item() >= 0 and r:max():item() < 1)
+  end)
+
+  gpu_it('runs autograd on the GPU and through device moves', function()
+    local x = fv.tensor({ 1, -2, 3 }, { dtype = 'float64', device = 'cuda' }):requires_grad_()
+    local y = (x * x):sum()
+    y:backward()
+    assert.are.equal('cuda', x.grad:device())
+    assert.are.same({ 2, -4, 6 }, x.grad:totable())
+    local c = fv.tensor({ 1, 2 }, { dtype = 'float64' }):requires_grad_()
+    local z = (c:cuda() * 3):sum()
+    assert.are.equal('cuda', z:device())
+    z:backward()
+    assert.are.equal('cpu', c.grad:device())
+    assert.are.same({ 3, 3 }, c.grad:totable())
+  end)
+
+  gpu_it('moves modules with :cuda() and :cpu(), keeping leaves and gradients', function()
+    local lin = fv.nn.Linear(3, 2, { dtype = 'float64' })
+    local x = fv.randn({ 4, 3 }, { dtype = 'float64', seed = 2 })
+    local want = lin(x)
+    lin.weight.grad = fv.ones({ 2, 3 }, { dtype = 'float64' })
+    assert.are.equal(lin, lin:cuda())
+    for _, p in ipairs(lin:parameters()) do
+      assert.are.equal('cuda', p:device())
+      assert.is_true(p.requires_grad and p:is_leaf())
+    end
+    assert.are.equal('cuda', lin.weight.grad:device())
+    same(want, lin(x:cuda()), 1e-12, 1e-12, 'Linear on cuda')
+    lin:cpu()
+    assert.are.equal('cpu', lin.weight:device())
+    assert.is_true(lin.weight.requires_grad and lin.weight:is_leaf())
+  end)
+
+  gpu_it('counts, caches and gives back GPU memory', function()
+    collectgarbage('collect') -- tensors of earlier cases must not be freed in the middle
+    collectgarbage('collect')
+    fv.cuda.empty_cache()
+    local s0 = fv.cuda.memory_stats()
+    assert.is_true(s0.allocated >= 0 and s0.reserved >= s0.allocated and s0.peak >= s0.allocated)
+    fv.cuda.reset_peak()
+    local mib = 1024 * 1024
+    local t = fv.empty({ mib }, { device = 'cuda' }) -- 4 MiB
+    local s1 = fv.cuda.memory_stats()
+    assert.is_true(s1.allocated >= s0.allocated + 4 * mib, 'allocated grows')
+    assert.is_true(s1.reserved >= s1.allocated and s1.peak >= s1.allocated)
+    t:free()
+    local s2 = fv.cuda.memory_stats()
+    assert.is_true(s2.allocated <= s1.allocated - 4 * mib, 'allocated shrinks')
+    assert.is_true(s2.reserved >= s1.allocated, 'the block stays reserved, in the cache')
+    assert.is_true(s2.peak >= s1.allocated, 'peak remembers')
+    local u = fv.empty({ mib }, { device = 'cuda' }) -- the same size again: from the cache
+    local s3 = fv.cuda.memory_stats()
+    assert.are.equal(s2.reserved, s3.reserved, 'reused, not reserved anew')
+    u:free()
+    fv.cuda.empty_cache()
+    local s4 = fv.cuda.memory_stats()
+    assert.are.equal(s4.allocated, s4.reserved) -- nothing cached any more
+    assert.is_true(fv.memory.live_bytes() >= 0)
+  end)
+
+  gpu_it('reports running out of GPU memory as a Lua error and carries on', function()
+    local ok, err = pcall(function() return fv.empty({ 2 ^ 40 }, { device = 'cuda' }) end) -- 4 TiB
+    assert.is_false(ok)
+    assert.matches('cannot allocate', err)
+    assert.matches('out of memory', err)
+    local t = fv.ones({ 1000 }, { device = 'cuda' })
+    assert.are.equal(1000, t:sum():item())
+  end)
+
+  gpu_it('says which ops are not implemented on cuda yet, and refuses mixed devices', function()
+    local x = fv.zeros({ 1, 1, 4, 4 }, { device = 'cuda' })
+    local w = fv.zeros({ 1, 1, 3, 3 }, { device = 'cuda' })
+    local ok, err = pcall(fv.F.conv2d, x, w)
+    assert.is_false(ok)
+    assert.matches('not implemented on cuda yet', err)
+    ok, err = pcall(function() return fv.ones(2) + fv.ones(2):cuda() end)
+    assert.is_false(ok)
+    assert.matches('different devices', err)
+  end)
+end)
