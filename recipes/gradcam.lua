@@ -21,40 +21,31 @@ if opts.a == '' or opts.images == '' then
   io.stderr:write('--a and --images are required (--help lists the options)\n')
   os.exit(2)
 end
-fv.set_num_threads(opts.threads)
+job.main(function()
+  fv.set_num_threads(opts.threads)
 
-local nets = {}
-for _, path in ipairs { opts.a, opts.b } do
-  if path ~= '' then
-    local net, size, classes = job.load_model(path)
-    nets[#nets + 1] = { net = net, size = size, classes = classes }
-  end
-end
-local files = {}
-if fv.data.fs.is_dir(opts.images) then
-  for _, e in ipairs(fv.data.fs.list(opts.images, { kind = 'file' })) do
-    local name = e.name:lower()
-    if (name:match('%.png$') or name:match('%.tiff?$')) and #files < opts.limit then
-      files[#files + 1] = fv.data.fs.join(opts.images, e.name)
+  local nets = {}
+  for _, path in ipairs { opts.a, opts.b } do
+    if path ~= '' then
+      local net, size, classes = job.load_model(path)
+      nets[#nets + 1] = { net = net, size = size, classes = classes }
     end
   end
-  table.sort(files)
-else
-  files[1] = opts.images
-end
-os.execute(("mkdir -p '%s'"):format(opts.out))
-for k, path in ipairs(files) do
-  local img = fv.image.channels(fv.image.load(path), 3)
-  local panel
-  for _, m in ipairs(nets) do
-    local x = fv.data.transforms.paper_eval(m.size)(img, { seed = 0, epoch = 0, index = k - 1 })
-    local shown = fv.image.from_tensor(x, { lo = 0, hi = 1 })
-    local class = opts.class > 0 and opts.class or #m.classes
-    local cams = fv.gradcam.maps(m.net, x:unsqueeze(1), { class = class })
-    panel = panel or { shown }
-    panel[#panel + 1] = fv.gradcam.overlay(shown, cams[1])
+  local files = job.image_files(opts.images, opts.limit)
+  os.execute(("mkdir -p '%s'"):format(opts.out))
+  for k, path in ipairs(files) do
+    local img = fv.image.channels(fv.image.load(path), 3)
+    local panel
+    for _, m in ipairs(nets) do
+      local x = fv.data.transforms.paper_eval(m.size)(img, { seed = 0, epoch = 0, index = k - 1 })
+      local shown = fv.image.from_tensor(x, { lo = 0, hi = 1 })
+      local class = opts.class > 0 and opts.class or #m.classes
+      local cams = fv.gradcam.maps(m.net, x:unsqueeze(1), { class = class })
+      panel = panel or { shown }
+      panel[#panel + 1] = fv.gradcam.overlay(shown, cams[1])
+    end
+    local out = ('%s/%03d.png'):format(opts.out, k)
+    fv.gradcam.save_panel(out, panel)
+    print(path .. ' -> ' .. out)
   end
-  local out = ('%s/%03d.png'):format(opts.out, k)
-  fv.gradcam.save_panel(out, panel)
-  print(path .. ' -> ' .. out)
-end
+end)

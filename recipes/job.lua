@@ -128,6 +128,20 @@ function M.load_model(path)
   return net, tonumber(meta['fovea.size']), classes, spec
 end
 
+-- The PNG and TIFF files of a folder (sorted, at most limit), or the one file given.
+function M.image_files(path, limit)
+  if not fv.data.fs.is_dir(path) then return { path } end
+  local files = {}
+  for _, e in ipairs(fv.data.fs.list(path, { kind = 'file' })) do
+    local name = e.name:lower()
+    if name:match('%.png$') or name:match('%.tiff?$') then files[#files + 1] = fv.data.fs.join(path, e.name) end
+  end
+  table.sort(files)
+  while limit and #files > limit do files[#files] = nil end
+  if #files == 0 then error('fovea: no PNG or TIFF images in ' .. path, 0) end
+  return files
+end
+
 local function slug(text) return (text:lower():gsub('[^%w]+', '-'):gsub('^%-+', ''):gsub('%-+$', '')) end
 
 -- Grad-CAM panels [image | heat map] for up to n test images, positives first.
@@ -197,7 +211,26 @@ local function run_row(o, ds, row, out, transforms, positive)
   return runs, curves
 end
 
+-- Runs fn; an error ends the program with its message (no Lua traceback unless
+-- FOVEA_TRACEBACK is set) and exit status 1.
+function M.main(fn, ...)
+  local args = { ... }
+  local ok, err = xpcall(function() return fn(unpack(args)) end, function(e)
+    if os.getenv('FOVEA_TRACEBACK') then return debug.traceback(tostring(e), 2) end
+    return tostring(e)
+  end)
+  if not ok then
+    io.stderr:write('error: ', err, '\n')
+    os.exit(1)
+  end
+  return err
+end
+
 function M.run(opts, recipe)
+  return M.main(M.run_unprotected, opts, recipe)
+end
+
+function M.run_unprotected(opts, recipe)
   io.stdout:setvbuf('line') -- interleave with the progress lines on stderr in order
   local real = recipe.dataset(opts)
   local o = resolve(opts, recipe, real == nil)

@@ -21,46 +21,36 @@ if opts.checkpoint == '' or opts.images == '' then
   io.stderr:write('--checkpoint and --images are required (--help lists the options)\n')
   os.exit(2)
 end
-fv.set_num_threads(opts.threads)
+job.main(function()
+  fv.set_num_threads(opts.threads)
 
-local net, size, classes = job.load_model(opts.checkpoint)
-local files = {}
-if fv.data.fs.is_dir(opts.images) then
-  for _, e in ipairs(fv.data.fs.list(opts.images, { kind = 'file' })) do
-    if e.name:lower():match('%.png$') or e.name:lower():match('%.tiff?$') then
-      files[#files + 1] = fv.data.fs.join(opts.images, e.name)
+  local net, size, classes = job.load_model(opts.checkpoint)
+  local files = job.image_files(opts.images)
+  local ds = fv.data.datasets.Files(files)
+  local loader = fv.data.Loader(ds, { batch_size = opts.batch, workers = opts.workers, shuffle = false,
+    transform = fv.data.transforms.paper_eval(size) })
+  local rows = { 'path,predicted,' .. table.concat(classes, ',') }
+  local bar = fv.progress.new { total = loader:batches(), label = 'predict' }
+  local done = 0
+  fv.no_grad(function()
+    for images, _, indices in loader:epoch(1) do
+      local probs = fv.F.softmax(net(images), 2):totable()
+      for k, i in ipairs(indices) do
+        local p = probs[k]
+        local best = 1
+        for c = 2, #p do if p[c] > p[best] then best = c end end
+        local cells = {}
+        for c = 1, #p do cells[c] = ('%.6f'):format(p[c]) end
+        rows[#rows + 1] = ('"%s",%s,%s'):format(files[i]:gsub('"', '""'), classes[best], table.concat(cells, ','))
+      end
+      done = done + 1
+      bar:update(done)
     end
-  end
-  table.sort(files)
-else
-  files[1] = opts.images
-end
-if #files == 0 then error('fovea: predict: no PNG or TIFF images in ' .. opts.images, 0) end
-
-local ds = fv.data.datasets.Files(files)
-local loader = fv.data.Loader(ds, { batch_size = opts.batch, workers = opts.workers, shuffle = false,
-  transform = fv.data.transforms.paper_eval(size) })
-local rows = { 'path,predicted,' .. table.concat(classes, ',') }
-local bar = fv.progress.new { total = loader:batches(), label = 'predict' }
-local done = 0
-fv.no_grad(function()
-  for images, _, indices in loader:epoch(1) do
-    local probs = fv.F.softmax(net(images), 2):totable()
-    for k, i in ipairs(indices) do
-      local p = probs[k]
-      local best = 1
-      for c = 2, #p do if p[c] > p[best] then best = c end end
-      local cells = {}
-      for c = 1, #p do cells[c] = ('%.6f'):format(p[c]) end
-      rows[#rows + 1] = ('"%s",%s,%s'):format(files[i]:gsub('"', '""'), classes[best], table.concat(cells, ','))
-    end
-    done = done + 1
-    bar:update(done)
-  end
+  end)
+  bar:finish()
+  loader:close()
+  local f = assert(io.open(opts.out, 'w'))
+  f:write(table.concat(rows, '\n'), '\n')
+  f:close()
+  print(('%d images -> %s'):format(#files, opts.out))
 end)
-bar:finish()
-loader:close()
-local f = assert(io.open(opts.out, 'w'))
-f:write(table.concat(rows, '\n'), '\n')
-f:close()
-print(('%d images -> %s'):format(#files, opts.out))

@@ -32,22 +32,10 @@ newline) is kept with the cells it has.
 ]]
 local M = {}
 
--- Errors: fail() raises a marked message; the public functions (wrapped by public() at
--- the end of the file) turn it into a Lua error blamed on the caller's line.
-local ErrorMT = { __tostring = function(e) return e.fovea_error end }
-local function fail(msg) error(setmetatable({ fovea_error = 'fovea.csvlog: ' .. msg }, ErrorMT), 0) end
-local depth = 0
-local function public(fn)
-  return function(...)
-    depth = depth + 1
-    local r = { pcall(fn, ...) }
-    depth = depth - 1
-    if r[1] then return unpack(r, 2, table.maxn(r)) end
-    local err = r[2]
-    if depth == 0 and type(err) == 'table' and err.fovea_error then error(err.fovea_error, 2) end
-    error(err, 0)
-  end
-end
+-- Errors name the module and are blamed on the caller's line (clib.raise skips
+-- fovea's own frames).
+local raise = require('fovea.clib').raise
+local function fail(msg) raise('fovea.csvlog: ' .. msg) end
 
 local function format_value(v)
   local t = type(v)
@@ -240,13 +228,6 @@ function Log:close()
     self.file:close()
     self.file = nil
   end
-end
-
-for k, v in pairs(M) do
-  if type(v) == 'function' then M[k] = public(v) end
-end
-for k, v in pairs(Log) do
-  if type(v) == 'function' then Log[k] = public(v) end
 end
 
 return M

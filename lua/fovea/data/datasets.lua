@@ -153,7 +153,7 @@ local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 -- MESSIDOR
 
 local messidor_tasks = {
-  abnormal = { classes = { 'normal', 'abnormal' }, label = function(g) return g == 0 and 1 or 2 end },
+  ['normal-vs-abnormal'] = { classes = { 'normal', 'abnormal' }, label = function(g) return g == 0 and 1 or 2 end },
   referable = { classes = { 'non-referable', 'referable' }, label = function(g) return g <= 1 and 1 or 2 end },
   grade = { classes = { 'R0', 'R1', 'R2', 'R3' }, label = function(g) return g + 1 end },
   edema = { classes = { 'risk 0', 'risk 1', 'risk 2' }, label = function(_, e) return e + 1 end },
@@ -205,7 +205,7 @@ local function annotation_files(dir)
 end
 
 -- MESSIDOR as distributed: root holds Base11 .. Base34 (each with its TIFF images and
--- Annotation_BaseXY.xls), or is one such folder. opts.task: 'abnormal' (default: grade
+-- Annotation_BaseXY.xls), or is one such folder. opts.task: 'normal-vs-abnormal' (default: grade
 -- 0 vs 1-3), 'referable' (0-1 vs 2-3), 'grade' (4 classes) or 'edema' (risk of macular
 -- edema, 3 classes). Annotation sheets are read as .csv when one of the same name is
 -- there, else through xls2csv (opts.xls2csv names the command). Images listed twice
@@ -213,9 +213,9 @@ end
 -- warning through opts.warn (default: stderr); ds.duplicates lists them.
 function D.MESSIDOR(root, opts)
   opts = opts or {}
-  local task = messidor_tasks[opts.task or 'abnormal']
+  local task = messidor_tasks[opts.task or 'normal-vs-abnormal']
   if not task then
-    raise('fovea: MESSIDOR: unknown task ' .. tostring(opts.task) .. ' (abnormal, referable, grade, edema)')
+    raise('fovea: MESSIDOR: unknown task ' .. tostring(opts.task) .. ' (normal-vs-abnormal, referable, grade, edema)')
   end
   if not fs.is_dir(root) then raise(("fovea: MESSIDOR: '%s' is not a folder"):format(root)) end
   local warn = opts.warn or default_warn
@@ -280,7 +280,7 @@ function D.MESSIDOR(root, opts)
   end
   local ds = D.from_items(items, task.classes, { name = 'MESSIDOR' })
   ds.duplicates = duplicates
-  ds.task = opts.task or 'abnormal'
+  ds.task = opts.task or 'normal-vs-abnormal'
   return ds
 end
 
