@@ -80,6 +80,30 @@ describe('dual-branch model', function()
   end)
 end)
 
+describe('NAM and NVCF modules', function()
+  local nonlocal = require 'models.nonlocal'
+
+  it('gradcheck: NVCF (adaptive average, adaptive max, bilinear, concatenated)', function()
+    local z = fv.randn({2, 3, 9, 7}, {seed = 5, dtype = 'float64'}):detach()
+    z.requires_grad = true
+    local nvcf = nonlocal.NVCF()
+    assert.is_true(fv.gradcheck(function(x) return nvcf(x, {4, 3}) end, {z}))
+    assert.are.same({2, 9, 4, 3}, nvcf(z, {4, 3}):size())
+  end)
+
+  it('gradcheck: NAM with its 1x1 convolutions, fused and plain paths agreeing', function()
+    fv.manual_seed(6)
+    local fused = nonlocal.NAM(4):double()
+    local plain = nonlocal.NAM(4, {fused = false}):double()
+    plain:load_state_dict(fused:state_dict())
+    local x = fv.randn({1, 4, 5, 3}, {seed = 7, dtype = 'float64'}):detach()
+    x.requires_grad = true
+    assert.is_true(fv.gradcheck(function(a) return fused(a) end, {x}))
+    local a, b = fused(x), plain(x)
+    assert.is_true((a - b):abs():max():item() < 1e-10)
+  end)
+end)
+
 describe('attention baselines', function()
   local x = fv.randn({2, 3, 64, 64}, {seed = 3})
   for _, kind in ipairs {'se', 'cbam', 'nonlocal', 'ccnet'} do
