@@ -13,7 +13,10 @@ local ffi = require 'ffi'
 local C, raise = clib.C, clib.raise
 local fv = {}
 
-for k, v in pairs(tensor) do fv[k] = v end
+-- the tensor module's public functions (cdim and make are helpers for fovea's own modules)
+for k, v in pairs(tensor) do
+  if k ~= 'cdim' and k ~= 'make' then fv[k] = v end
+end
 for k, v in pairs(serialize) do fv[k] = v end
 
 fv.memory = memory
