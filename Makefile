@@ -5,8 +5,13 @@ CC        ?= gcc
 BUILD     ?= build
 CFLAGS    ?= -O2 -g
 SANITIZE  ?=
-BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -fopenmp -Wall -Wextra $(SANITIZE)
+BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -fopenmp -Wall -Wextra $(DNNL_CFLAGS) $(SANITIZE)
 LDLIBS    = -lblas -lpng -ltiff -lm -ldl -lpthread
+# oneDNN (Debian's libdnnl-dev) runs float32 conv2d when its header is there
+# (core/cpu/conv_dnnl.c); without it the build keeps im2col + GEMM for every conv.
+DNNL      ?= $(shell test -f /usr/include/oneapi/dnnl/dnnl.h && echo 1)
+DNNL_CFLAGS = $(if $(DNNL),-DFV_HAVE_DNNL)
+LDLIBS   += $(if $(DNNL),-ldnnl)
 SOURCES   = $(wildcard core/*.c core/cpu/*.c core/nn/*.c core/image/*.c)
 OBJECTS   = $(SOURCES:%.c=$(BUILD)/%.o)
 HEADERS   = $(wildcard core/*.h core/cpu/*.h core/cpu/*.inc core/nn/*.h core/image/*.h)
@@ -14,7 +19,7 @@ LIB       = $(BUILD)/libfovea.so
 LUAJIT    ?= luajit
 BUSTED    ?= busted
 ASAN_BUILD = build-asan
-DEB_PACKAGES = luajit libluajit-5.1-dev libopenblas-dev libpng-dev libtiff-dev lua-busted catdoc gnuplot-nox
+DEB_PACKAGES = luajit libluajit-5.1-dev libopenblas-dev libdnnl-dev libpng-dev libtiff-dev lua-busted catdoc gnuplot-nox
 
 # The CUDA backend (cuda/): built by `make` when nvcc is found (on PATH or in
 # /usr/local/cuda/bin), skipped without a word otherwise. Loaded at run time by

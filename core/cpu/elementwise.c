@@ -48,6 +48,29 @@ typedef struct {
     }                                                                                            \
   }
 
+/* UNARY_ROW with the unit-stride loop vectorised for sure: for cheap selects (relu), which
+ * GCC at -O2 otherwise compiles to a branch per element, mispredicted half the time on
+ * activations (a ReLU over 3.2M floats took 12 ms instead of 1). out and a are the same
+ * buffer or do not overlap. */
+#define UNARY_ROW_SIMD(NAME, T, EXPR)                                                            \
+  static void NAME##_##T(void *ctx, const int64_t *off, int64_t n, const int64_t *st) {         \
+    const ew_ctx *c = ctx;                                                                       \
+    T *o = (T *)c->out + off[0];                                                                 \
+    const T *pa = (const T *)c->a + off[1];                                                      \
+    if (st[0] == 1 && st[1] == 1) {                                                              \
+      _Pragma("omp simd")                                                                        \
+      for (int64_t i = 0; i < n; i++) {                                                          \
+        T x = pa[i];                                                                             \
+        o[i] = (EXPR);                                                                           \
+      }                                                                                          \
+    } else {                                                                                     \
+      for (int64_t i = 0; i < n; i++) {                                                          \
+        T x = pa[i * st[1]];                                                                     \
+        o[i * st[0]] = (EXPR);                                                                   \
+      }                                                                                          \
+    }                                                                                            \
+  }
+
 #define BOTH(KIND, NAME, EXPR_F, EXPR_D) KIND(NAME, float, EXPR_F) KIND(NAME, double, EXPR_D)
 
 BOTH(BINARY_ROW, add, x + y, x + y)
@@ -69,7 +92,7 @@ BOTH(UNARY_ROW, exp, expf(x), exp(x))
 BOTH(UNARY_ROW, log, logf(x), log(x))
 BOTH(UNARY_ROW, sqrt, sqrtf(x), sqrt(x))
 BOTH(UNARY_ROW, abs, fabsf(x), fabs(x))
-BOTH(UNARY_ROW, relu, (x > 0 || x != x) ? x : 0, (x > 0 || x != x) ? x : 0) /* NaN passes, as in PyTorch */
+BOTH(UNARY_ROW_SIMD, relu, (x > 0 || x != x) ? x : 0, (x > 0 || x != x) ? x : 0) /* NaN passes, as in PyTorch */
 BOTH(UNARY_ROW, sigmoid, 1.0f / (1.0f + expf(-x)), 1.0 / (1.0 + exp(-x)))
 BOTH(UNARY_ROW, tanh, tanhf(x), tanh(x))
 BOTH(UNARY_ROW, clamp, x < lo ? lo : (x > hi ? hi : x), x < lo ? lo : (x > hi ? hi : x))

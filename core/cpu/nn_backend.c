@@ -1,9 +1,12 @@
 /* cpu/nn_backend.c: the CPU backend's neural-network entries: unpacks an fv_nn_call
  * (slots in core/internal.h) into the raw kernels of nn_kernels.h for float32 or
- * float64, and keeps the convolution workspace between calls. */
+ * float64, and keeps the convolution workspace between calls. float32 conv2d goes to
+ * oneDNN (cpu/conv_dnnl.c) when the build has it; float64 and the shapes it rejects stay
+ * on im2col + GEMM (cpu/nn_conv2d.inc). */
 #include <stdlib.h>
 
 #include "attention.h"
+#include "conv_dnnl.h"
 #include "cpu.h"
 #include "nn_kernels.h"
 
@@ -225,10 +228,18 @@ static int is_f64(const fv_nn_call *c) {
 int fv_cpu_nn_forward(const fv_nn_call *c) {
   int handled, status = fv_cpu_attention_forward(c, &handled);
   if (handled) return status;
+  if (c->op == FV_OP_CONV2D) {
+    status = fv_dnnl_conv2d_forward(c, &handled);
+    if (handled) return status;
+  }
   return is_f64(c) ? nn_forward_f64(c) : nn_forward_f32(c);
 }
 int fv_cpu_nn_backward(const fv_nn_call *c) {
   int handled, status = fv_cpu_attention_backward(c, &handled);
   if (handled) return status;
+  if (c->op == FV_OP_CONV2D) {
+    status = fv_dnnl_conv2d_backward(c, &handled);
+    if (handled) return status;
+  }
   return is_f64(c) ? nn_backward_f64(c) : nn_backward_f32(c);
 }
