@@ -36,11 +36,13 @@ for _, extra in ipairs { 'fovea_image.h', 'fovea_optim.h', 'fovea_io.h', 'fovea_
   if text then ffi.cdef(text) end
 end
 
--- OpenMP threads that spin while OpenBLAS's own threads run a GEMM steal its cores (a
--- training step ran 3x slower): unless the user chose otherwise, idle OpenMP threads
--- sleep. libgomp reads this when it is loaded, with the library below.
-ffi.cdef [[ int setenv(const char *name, const char *value, int overwrite); ]]
-ffi.C.setenv('OMP_WAIT_POLICY', 'PASSIVE', 0)
+-- OpenMP threads that spin long while OpenBLAS's own threads run a GEMM steal its cores
+-- (a training step ran 3x slower with libgomp's default spin); threads that sleep at once
+-- cost oneDNN about 10% between its parallel regions. A short spin (10000 iterations)
+-- serves both. Unless the user chose a policy, it is set here: libgomp reads it when
+-- it is loaded, with the library below.
+ffi.cdef [[ int setenv(const char *name, const char *value, int overwrite); char *getenv(const char *name); ]]
+if ffi.C.getenv('OMP_WAIT_POLICY') == nil then ffi.C.setenv('GOMP_SPINCOUNT', '10000', 0) end
 
 local libpath = first_existing { os.getenv('FOVEA_LIB'), repo .. 'build/libfovea.so', prefix .. 'lib/libfovea.so' }
 local ok, C = pcall(ffi.load, libpath or 'fovea')
