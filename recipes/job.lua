@@ -20,7 +20,7 @@ local M = {}
 -- (2 CPU cores, well under 10 minutes).
 M.DEFAULTS = {
   real = { size = 386, epochs = 30, batch = 4, lr = 2e-4, repeats = 5 },
-  builtin = { size = 160, epochs = 8, batch = 8, lr = 5e-4, repeats = 1 },
+  builtin = { size = 160, epochs = 10, batch = 8, lr = 5e-4, repeats = 1 },
 }
 
 local function home_cache()

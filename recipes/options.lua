@@ -7,7 +7,7 @@ return {
   { 'variant', 'nam+db+nvcf', 'baseline, nam, nam+db or nam+db+nvcf (dual model)' },
   { 'nam_at', 1, 'NAM placement: 0 (stem) .. 4 (e4)' },
   { 'size', 0, 'image size (0: 386 for real data, 160 for the built-in set)' },
-  { 'epochs', 0, 'training epochs (0: 30 for real data, 8 for the built-in set)' },
+  { 'epochs', 0, 'training epochs (0: 30 for real data, 10 for the built-in set)' },
   { 'batch', 0, 'batch size (0: 4 as the paper for real data, 8 for the built-in set)' },
   { 'lr', 0, 'Adam learning rate (0: 2e-4 as the paper for real data, 5e-4 for the built-in set)' },
   { 'repeats', 0, 'runs with different splits, reported as mean +- std (0: 5 for real data, 1 built-in)' },
