@@ -6,17 +6,14 @@
 # -> linear. Float32 on the CPU with THREADS threads.
 # Prints "median_seconds peak_rss_bytes". Usage: dual_torch.py SIZE BATCH THREADS RUNS
 import os
-import resource
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from resnet18_torch import ResNet18  # noqa: E402
+from resnet18_torch import ResNet18, time_step  # noqa: E402
 
 
 class NAM(nn.Module):
@@ -57,23 +54,9 @@ class Dual(nn.Module):
 
 def main():
     size, batch, threads, runs = (int(a) for a in sys.argv[1:5])
-    torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = Dual(2)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-4)
-    x = torch.randn(batch, 3, size, size)
-    y = torch.randint(0, 2, (batch,))
-    times = []
-    for i in range(runs + 2):
-        start = time.perf_counter()
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(f"{statistics.median(times):.4f} {peak}")
+    seconds, peak = time_step(Dual(2), size, batch, threads, runs)
+    print(f"{seconds:.4f} {peak}")
 
 
 if __name__ == '__main__':
