@@ -34,6 +34,9 @@ BASE_NVCCFLAGS = -std=c++17 -fmad=false -Xcompiler -fPIC,-Wall,-Wextra $(CUDA_AR
 CUDA_SOURCES = $(wildcard cuda/*.cu)
 CUDA_OBJECTS = $(CUDA_SOURCES:%.cu=$(BUILD)/%.o)
 CUDA_LIB  = $(BUILD)/libfovea_cuda.so
+# cuDNN (conv2d on the GPU, cuda/cudnn.cu only): used when its header and library are in
+# CUDA_HOME (CUDNN=0 to leave it out); without it conv2d on cuda says "not implemented".
+CUDNN     ?= $(if $(and $(wildcard $(CUDA_HOME)/include/cudnn.h),$(wildcard $(CUDA_HOME)/lib64/libcudnn.so)),1,0)
 
 .PHONY: all lib cuda fake-cuda test ctest sanitize repl demo deps install uninstall clean help
 
@@ -44,16 +47,19 @@ lib: $(LIB)
 cuda: $(CUDA_LIB)
 
 # Links against libfovea.so (found beside it at run time: rpath $ORIGIN) and the CUDA
-# runtime and cuBLAS (rpath to the toolkit's lib64).
+# runtime, cuBLAS and (when CUDNN=1) cuDNN (rpath to the toolkit's lib64).
 $(CUDA_LIB): $(CUDA_OBJECTS) $(LIB)
 	@test -n "$(NVCC)" || { echo "make cuda: nvcc not found (PATH or /usr/local/cuda/bin)"; exit 1; }
 	$(NVCC) -shared -cudart shared $(CUDA_ARCH) -o $@ $(CUDA_OBJECTS) -L$(BUILD) -lfovea \
-	  -L$(CUDA_HOME)/lib64 -lcudart -lcublas -Xlinker -rpath,'$$ORIGIN' -Xlinker -rpath,$(CUDA_HOME)/lib64
+	  -L$(CUDA_HOME)/lib64 -lcudart -lcublas $(if $(filter 1,$(CUDNN)),-lcudnn) -Xlinker -rpath,'$$ORIGIN' -Xlinker -rpath,$(CUDA_HOME)/lib64
 
 $(BUILD)/cuda/%.o: cuda/%.cu cuda/common.cuh cuda/fovea_cuda.h core/fovea.h core/internal.h
 	@test -n "$(NVCC)" || { echo "make cuda: nvcc not found (PATH or /usr/local/cuda/bin)"; exit 1; }
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) $(BASE_NVCCFLAGS) -c $< -o $@
+
+$(CUDA_OBJECTS): cuda/nn_common.cuh
+$(BUILD)/cuda/cudnn.o: BASE_NVCCFLAGS += -DFV_HAVE_CUDNN=$(if $(filter 1,$(CUDNN)),1,0)
 
 $(LIB): $(OBJECTS)
 	$(CC) -shared -fopenmp $(SANITIZE) -o $@ $(OBJECTS) $(LDLIBS)

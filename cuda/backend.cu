@@ -4,11 +4,12 @@
  *
  * Build (the Makefile's rule `cuda` does this for every .cu file in cuda/, then links them):
  *   nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/backend.cu -o build/cuda/backend.o
- *   nvcc -shared -o build/libfovea_cuda.so build/cuda/{allocator,backend,copy,elementwise,matmul,random,reduce}.o -Lbuild -lfovea -lcudart -lcublas
+ *   nvcc -shared -o build/libfovea_cuda.so build/cuda/{allocator,backend,copy,cudnn,elementwise,matmul,nn_*,random,reduce}.o
+ *        -Lbuild -lfovea -lcudart -lcublas [-lcudnn]
  */
 #include <stdio.h>
 
-#include "common.cuh"
+#include "nn_common.cuh"
 
 int fv_cuda_fail(cudaError_t err, const char *op, const char *call, const char *file, int line) {
   /* a non-sticky error stays as the runtime's "last error" unless read once */
@@ -18,20 +19,54 @@ int fv_cuda_fail(cudaError_t err, const char *op, const char *call, const char *
                  cudaGetErrorName(err));
 }
 
-/* copy and fill for the four storable dtypes; the arithmetic for the float ones; no
- * neural-network kernel yet (the core then says "not implemented on cuda yet") */
+/* copy and fill for the four storable dtypes; the arithmetic for the float ones; the
+ * neural-network kernels of nn_*.cu and cudnn.cu (conv2d only when built with cuDNN) for
+ * the float ones. */
 static int cuda_supports(int op, int dtype) {
   int is_float = dtype == FV_FLOAT32 || dtype == FV_FLOAT64;
   if (op == FV_OP_COPY || op == FV_OP_FILL) return is_float || dtype == FV_INT64 || dtype == FV_UINT8;
   if (op >= FV_OP_ADD && op <= FV_OP_CLAMP) return is_float;
   if (op >= FV_OP_SUM && op <= FV_OP_VAR) return is_float;
   if (op == FV_OP_MATMUL || op == FV_OP_RAND || op == FV_OP_RANDN) return is_float;
+  switch (op) {
+    case FV_OP_CONV2D: return is_float && fv_cuda_conv2d_available();
+    case FV_OP_BATCH_NORM:
+    case FV_OP_MAX_POOL2D:
+    case FV_OP_AVG_POOL2D:
+    case FV_OP_ADAPTIVE_AVG_POOL2D:
+    case FV_OP_ADAPTIVE_MAX_POOL2D:
+    case FV_OP_UPSAMPLE_BILINEAR:
+    case FV_OP_SOFTMAX:
+    case FV_OP_LOG_SOFTMAX:
+    case FV_OP_CROSS_ENTROPY:
+    case FV_OP_CHANNEL_SHUFFLE:
+    case FV_OP_NAM:
+    case FV_OP_CRISS_CROSS: return is_float;
+  }
   return 0;
 }
 
-static int cuda_nn_missing(const fv_nn_call *call) {
+/* One entry for forward and backward: the op family's file. */
+static int cuda_nn(const fv_nn_call *call, int backward) {
+  switch (call->op) {
+    case FV_OP_CONV2D: return fv_cuda_conv2d(call, backward);
+    case FV_OP_BATCH_NORM: return fv_cuda_nn_batch_norm(call, backward);
+    case FV_OP_MAX_POOL2D:
+    case FV_OP_AVG_POOL2D:
+    case FV_OP_ADAPTIVE_AVG_POOL2D:
+    case FV_OP_ADAPTIVE_MAX_POOL2D: return fv_cuda_nn_pool(call, backward);
+    case FV_OP_UPSAMPLE_BILINEAR: return fv_cuda_nn_upsample(call, backward);
+    case FV_OP_SOFTMAX:
+    case FV_OP_LOG_SOFTMAX: return fv_cuda_nn_softmax(call, backward);
+    case FV_OP_CROSS_ENTROPY: return fv_cuda_nn_cross_entropy(call, backward);
+    case FV_OP_CHANNEL_SHUFFLE: return fv_cuda_nn_shuffle(call, backward);
+    case FV_OP_NAM: return fv_cuda_nn_nam(call, backward);
+    case FV_OP_CRISS_CROSS: return fv_cuda_nn_criss_cross(call, backward);
+  }
   return fv_fail(FV_ERR_DEVICE, "%s: not implemented on cuda yet", fv_op_name(call->op));
 }
+static int cuda_nn_forward(const fv_nn_call *call) { return cuda_nn(call, 0); }
+static int cuda_nn_backward(const fv_nn_call *call) { return cuda_nn(call, 1); }
 
 static fv_backend table;
 static int registered;
@@ -52,8 +87,8 @@ static void fill_table(void) {
   table.reduce = fv_cuda_reduce;
   table.matmul = fv_cuda_matmul;
   table.random = fv_cuda_random;
-  table.nn_forward = cuda_nn_missing;
-  table.nn_backward = cuda_nn_missing;
+  table.nn_forward = cuda_nn_forward;
+  table.nn_backward = cuda_nn_backward;
 }
 
 extern "C" int fv_cuda_device_count(void) {
@@ -77,6 +112,7 @@ extern "C" int fv_cuda_init(void) {
   if (n == 0) return fv_fail(FV_ERR_DEVICE, "cuda: no usable GPU: cudaGetDeviceCount found no CUDA device");
   FV_CUDA_TRY("cuda init", cudaSetDevice(0));
   FV_CUDA_TRY("cuda init", cudaFree(0)); /* creates the context now, so that a broken driver shows here */
+  (void)fv_cuda_cudnn_check(); /* a cuDNN major-version mismatch is kept and reported by conv2d, not here */
   fill_table();
   FV_TRY(fv_backend_register(&table));
   registered = 1;

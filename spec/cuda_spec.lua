@@ -2,7 +2,9 @@
 -- copies and dtype conversions, fill, elementwise ops with broadcasting and NaN rules,
 -- reductions, matmul (TF32 off and on), random numbers (bit-equality of uniform draws),
 -- autograd and modules on the GPU, the caching allocator's statistics, running out of
--- GPU memory, and the ops not implemented yet. Tagged gpu: run on a GPU machine with
+-- GPU memory, mixed devices, and every neural-network op (softmax, cross_entropy, the
+-- pools, bilinear, channel_shuffle, batch_norm, conv2d through cuDNN, NAM and criss-cross
+-- attention) forward and backward against the CPU. Tagged gpu: run on a GPU machine with
 --   busted --lua=luajit --tags gpu spec/cuda_spec.lua       (cuda/gpu_check.sh does it)
 -- Without a GPU (or without libfovea_cuda.so) every case is reported as pending with the
 -- reason. spec/cuda_plumbing_spec.lua also runs this file against a stand-in backend
@@ -381,14 +383,211 @@ describe('cuda #gpu', function()
     assert.are.equal(1000, t:sum():item())
   end)
 
-  gpu_it('says which ops are not implemented on cuda yet, and refuses mixed devices', function()
-    local x = fv.zeros({ 1, 1, 4, 4 }, { device = 'cuda' })
-    local w = fv.zeros({ 1, 1, 3, 3 }, { device = 'cuda' })
-    local ok, err = pcall(fv.F.conv2d, x, w)
-    assert.is_false(ok)
-    assert.matches('not implemented on cuda yet', err)
-    ok, err = pcall(function() return fv.ones(2) + fv.ones(2):cuda() end)
+  gpu_it('refuses mixed devices', function()
+    local ok, err = pcall(function() return fv.ones(2) + fv.ones(2):cuda() end)
     assert.is_false(ok)
     assert.matches('different devices', err)
+    ok, err = pcall(fv.F.softmax, fv.ones({ 2, 3 }):cuda():to('int64'))
+    assert.is_false(ok)
+  end)
+
+  -- The neural-network ops (cuda/nn_*.cu, cuda/cudnn.cu): forward and backward on the
+  -- GPU against the CPU, float64 (tight) and float32. The stand-in backend of
+  -- spec/cuda_plumbing_spec.lua has no nn kernels: there every op must be refused with
+  -- "not implemented on cuda yet" instead.
+  local standin = (os.getenv('FOVEA_CUDA_LIB') or ''):match('fake%-cuda') ~= nil
+
+  -- Runs fn on CPU inputs and on their GPU copies; compares the outputs and, for the
+  -- inputs marked in grads, the gradients of sum(out * r) for a fixed random r. Returns
+  -- the CPU and GPU inputs (nil on the stand-in backend).
+  local function check_nn(what, fn, inputs, grads, rtol, atol)
+    local cpu_in, gpu_in = {}, {}
+    for k, x in ipairs(inputs) do
+      cpu_in[k] = grads[k] and x:clone():requires_grad_() or x:clone()
+      gpu_in[k] = grads[k] and x:cuda():requires_grad_() or x:cuda()
+    end
+    local want = fn(unpack(cpu_in))
+    local ok, got = pcall(fn, unpack(gpu_in))
+    if standin then
+      assert.is_false(ok, what .. ': the stand-in backend has no nn kernels')
+      assert.matches('not implemented on cuda yet', got)
+      return nil
+    end
+    assert(ok, got)
+    same(want, got, rtol, atol, what .. ' forward')
+    local any = false
+    for k = 1, #inputs do any = any or grads[k] end
+    if any then
+      if #want:size() == 0 then
+        (want * 0.75):backward()
+        ;(got * 0.75):backward()
+      else
+        local r = sample(want:size(), { seed = 11, dtype = want:dtype() })
+        ;(want * r):sum():backward()
+        ;(got * r:cuda()):sum():backward()
+      end
+      for k = 1, #inputs do
+        if grads[k] then same(cpu_in[k].grad, gpu_in[k].grad, rtol, atol, what .. ' gradient of input ' .. k) end
+      end
+    end
+    return cpu_in, gpu_in
+  end
+
+  local F = fv.F
+  local tol = { float64 = { 1e-12, 1e-12 }, float32 = { 2e-5, 2e-6 } }
+
+  gpu_it('computes softmax and log_softmax and their gradients as the CPU does', function()
+    for dt, t in pairs(tol) do
+      for _, shape in ipairs { { 3, 7 }, { 2, 3, 1000 }, { 5, 1 } } do
+        local x = sample(shape, { dtype = dt }) * 4
+        local name = dt .. ' ' .. table.concat(shape, 'x')
+        check_nn('softmax ' .. name, function(a) return F.softmax(a) end, { x }, { true }, t[1], t[2])
+        check_nn('log_softmax ' .. name, function(a) return F.log_softmax(a) end, { x }, { true }, t[1], t[2])
+        check_nn('softmax dim 1 ' .. name, function(a) return F.softmax(a, 1) end, { x }, { true }, t[1], t[2])
+      end
+    end
+    -- a row with NaN is NaN; rows of -inf are NaN; +inf dominates
+    local x = fv.tensor({ { 1, 0 / 0, 2 }, { -math.huge, -math.huge, -math.huge }, { 1, math.huge, 3 } },
+      { dtype = 'float64' })
+    check_nn('softmax specials', function(a) return F.softmax(a) end, { x }, {})
+    check_nn('log_softmax specials', function(a) return F.log_softmax(a) end, { x }, {})
+  end)
+
+  gpu_it('computes cross_entropy with weights and every reduction as the CPU does', function()
+    for dt, t in pairs(tol) do
+      local logits = sample({ 6, 5 }, { dtype = dt }) * 3
+      local target = fv.tensor({ 1, 5, 3, 3, 2, 4 }, { dtype = 'int64' })
+      local weight = fv.tensor({ 0.5, 1, 2, 0.25, 3 }, { dtype = dt })
+      for _, red in ipairs { 'mean', 'sum', 'none' } do
+        check_nn('cross_entropy ' .. dt .. ' ' .. red, function(l, tg)
+          return F.cross_entropy(l, tg, { reduction = red })
+        end, { logits, target }, { true }, t[1], t[2])
+        check_nn('cross_entropy weighted ' .. dt .. ' ' .. red, function(l, tg, w)
+          return F.cross_entropy(l, tg, { reduction = red, weight = w })
+        end, { logits, target, weight }, { true }, t[1], t[2])
+      end
+      check_nn('cross_entropy many classes ' .. dt, function(l, tg) return F.cross_entropy(l, tg) end,
+        { sample({ 3, 1000 }, { dtype = dt }), fv.tensor({ 1, 1000, 517 }, { dtype = 'int64' }) }, { true }, t[1], t[2])
+    end
+    if standin then return end
+    for _, bad in ipairs { { 1, 6 }, { 0, 2 } } do
+      local ok, err = pcall(F.cross_entropy, fv.zeros({ 2, 5 }, { device = 'cuda' }),
+        fv.tensor(bad, { dtype = 'int64' }):cuda())
+      assert.is_false(ok)
+      assert.matches('outside the classes 1%.%.5', err)
+    end
+    assert.are.equal(1000, fv.ones({ 1000 }, { device = 'cuda' }):sum():item()) -- and carries on
+  end)
+
+  gpu_it('pools (max, avg, adaptive) forward and backward as the CPU does', function()
+    for dt, t in pairs(tol) do
+      local x = sample({ 2, 3, 9, 11 }, { dtype = dt })
+      local cases = {
+        { 'max 3 s2 p1', function(a) return F.max_pool2d(a, 3, { stride = 2, padding = 1 }) end },
+        { 'max 2x3 dil 2 ceil', function(a) return F.max_pool2d(a, { 2, 3 }, { dilation = 2, ceil_mode = true }) end },
+        { 'avg 3 s2 p1', function(a) return F.avg_pool2d(a, 3, { stride = 2, padding = 1 }) end },
+        { 'avg 3 s2 p1 no pad count', function(a)
+          return F.avg_pool2d(a, 3, { stride = 2, padding = 1, count_include_pad = false, ceil_mode = true })
+        end },
+        { 'avg 2 s1', function(a) return F.avg_pool2d(a, 2, { stride = 1 }) end },
+        { 'adaptive avg 4x5', function(a) return F.adaptive_avg_pool2d(a, { 4, 5 }) end },
+        { 'adaptive avg 1', function(a) return F.adaptive_avg_pool2d(a, 1) end },
+        { 'adaptive max 4x5', function(a) return F.adaptive_max_pool2d(a, { 4, 5 }) end },
+        { 'adaptive max 13x2', function(a) return F.adaptive_max_pool2d(a, { 13, 2 }) end },
+      }
+      for _, c in ipairs(cases) do check_nn(c[1] .. ' ' .. dt, c[2], { x }, { true }, t[1], t[2]) end
+    end
+    -- ties take the first maximum, a NaN wins
+    local x = fv.tensor({ { { { 1, 1, 0 / 0, 2 }, { 1, 1, 3, 3 } } } }, { dtype = 'float64' })
+    check_nn('max pool ties and NaN', function(a) return F.max_pool2d(a, 2) end, { x }, { true })
+  end)
+
+  gpu_it('resizes bilinearly (both align_corners) and shuffles channels as the CPU does', function()
+    for dt, t in pairs(tol) do
+      local x = sample({ 2, 4, 5, 7 }, { dtype = dt })
+      for _, size in ipairs { { 11, 16 }, { 3, 4 }, { 1, 1 }, { 5, 7 }, { 10, 3 } } do
+        for _, ac in ipairs { false, true } do
+          check_nn(('interpolate %s %dx%d align_corners %s'):format(dt, size[1], size[2], tostring(ac)),
+            function(a) return F.interpolate(a, size, { align_corners = ac }) end, { x }, { true }, t[1], t[2])
+        end
+      end
+      check_nn('channel_shuffle 2 ' .. dt, function(a) return F.channel_shuffle(a, 2) end, { x }, { true }, 0, 0)
+      check_nn('channel_shuffle 4 ' .. dt, function(a) return F.channel_shuffle(a, 4) end, { x }, { true }, 0, 0)
+    end
+  end)
+
+  gpu_it('runs batch_norm in training and eval, forward and backward, as the CPU does', function()
+    for dt, t in pairs(tol) do
+      for _, shape in ipairs { { 4, 3, 5, 6 }, { 8, 5 }, { 2, 3, 700 } } do
+        local C = shape[2]
+        local x = sample(shape, { dtype = dt }) * 2 + 0.5
+        local rm = sample({ C }, { dtype = dt, seed = 3 })
+        local rv = sample({ C }, { dtype = dt, seed = 4, positive = true })
+        local w = sample({ C }, { dtype = dt, seed = 5 })
+        local b = sample({ C }, { dtype = dt, seed = 6 })
+        local name = dt .. ' ' .. table.concat(shape, 'x')
+        for _, training in ipairs { true, false } do
+          local cpu_in, gpu_in = check_nn(('batch_norm %s training %s'):format(name, tostring(training)),
+            function(a, m, v, ww, bb)
+              return F.batch_norm(a, m, v, ww, bb, { training = training, momentum = 0.2, eps = 1e-3 })
+            end, { x, rm, rv, w, b }, { true, false, false, true, true }, t[1], t[2])
+          if cpu_in then
+            same(cpu_in[2], gpu_in[2], t[1], t[2], 'running_mean ' .. name)
+            same(cpu_in[3], gpu_in[3], t[1], t[2], 'running_var (unbiased) ' .. name)
+          end
+        end
+        check_nn('batch_norm without affine or running stats ' .. name, function(a)
+          return F.batch_norm(a, nil, nil, nil, nil, { training = true })
+        end, { x }, { true }, t[1], t[2])
+      end
+    end
+  end)
+
+  gpu_it('convolves (cuDNN) forward and backward as the CPU does', function()
+    local tf32 = fv.cuda.set_tf32(false)
+    local cases = {
+      { 'plain 3x3', { 2, 3, 8, 9 }, { 4, 3, 3, 3 }, {} },
+      { 'stride 2 pad 1', { 2, 3, 8, 9 }, { 5, 3, 3, 3 }, { stride = 2, padding = 1 } },
+      { 'dilation 2, 2x3 kernel', { 1, 2, 9, 9 }, { 3, 2, 2, 3 }, { dilation = 2, padding = { 1, 2 } } },
+      { 'groups 2', { 2, 4, 6, 6 }, { 6, 2, 3, 3 }, { groups = 2, padding = 1 } },
+      { 'depthwise', { 2, 4, 6, 6 }, { 4, 1, 3, 3 }, { groups = 4, padding = 1 } },
+      { '1x1', { 3, 5, 4, 4 }, { 7, 5, 1, 1 }, {} },
+    }
+    for dt, t in pairs(tol) do
+      for _, c in ipairs(cases) do
+        local x = sample(c[2], { dtype = dt })
+        local w = sample(c[3], { dtype = dt, seed = 9 })
+        local b = sample({ c[3][1] }, { dtype = dt, seed = 10 })
+        local rtol, atol = t[1] * 10, t[2] * 10
+        check_nn('conv2d ' .. c[1] .. ' ' .. dt, function(a, ww, bb) return F.conv2d(a, ww, bb, c[4]) end,
+          { x, w, b }, { true, true, true }, rtol, atol)
+        check_nn('conv2d no bias ' .. c[1] .. ' ' .. dt, function(a, ww) return F.conv2d(a, ww, nil, c[4]) end,
+          { x, w }, { true, true }, rtol, atol)
+      end
+    end
+    fv.cuda.set_tf32(true)
+    check_nn('conv2d float32 with TF32', function(a, ww) return F.conv2d(a, ww, nil, { padding = 1 }) end,
+      { sample({ 2, 16, 8, 8 }), sample({ 8, 16, 3, 3 }, { seed = 9 }) }, { true, true }, 1e-2, 5e-2)
+    fv.cuda.set_tf32(tf32)
+  end)
+
+  gpu_it('computes NAM attention (fused) and criss-cross attention with gradients as the CPU does', function()
+    local atol = { float64 = { 1e-11, 1e-11 }, float32 = { 1e-4, 1e-5 } }
+    for dt, t in pairs(atol) do
+      for _, s in ipairs { { 2, 5, 7, 4, 3 }, { 1, 33, 70, 16, 8 } } do
+        local B, N, M, D, Cv = unpack(s)
+        local q = sample({ B, N, D }, { dtype = dt, seed = 21 })
+        local k = sample({ B, M, D }, { dtype = dt, seed = 22 })
+        local v = sample({ B, M, Cv }, { dtype = dt, seed = 23 })
+        check_nn(('nam_attention %s %s'):format(dt, table.concat(s, 'x')), function(a, b, c)
+          return F.nam_attention(a, b, c, { scale = 0.4 })
+        end, { q, k, v }, { true, true, true }, t[1], t[2])
+      end
+      local qc = sample({ 2, 3, 4, 5 }, { dtype = dt, seed = 24 })
+      local kc = sample({ 2, 3, 4, 5 }, { dtype = dt, seed = 25 })
+      local vc = sample({ 2, 6, 4, 5 }, { dtype = dt, seed = 26 })
+      check_nn('criss_cross_attention ' .. dt, function(a, b, c) return F.criss_cross_attention(a, b, c) end,
+        { qc, kc, vc }, { true, true, true }, t[1], t[2])
+    end
   end)
 end)
