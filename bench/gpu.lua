@@ -1,0 +1,66 @@
+-- bench/gpu.lua: fovea on the GPU against PyTorch on the same GPU, in one run
+-- (bench/gpu_torch.py): the dual-branch ResNet18 training step at 386x386 with batch 4
+-- and 32 (images per second, peak GPU memory), and fused NAM forward + backward against
+-- PyTorch's scaled_dot_product_attention at N = 9,409 (97x97) and 37,249 (193x193).
+-- Needs a GPU and the CUDA backend (make cuda); cuda/gpu_check.sh runs it.
+--   luajit bench/gpu.lua [--runs 5] [--python python3]
+package.path = './?.lua;./?/init.lua;./lua/?.lua;./lua/?/init.lua;' .. package.path
+local fv = require 'fovea'
+local models = require 'models'
+local common = require 'bench.common'
+
+local opts = common.options({ runs = 5, python = 'python3' }, 'bench/gpu.lua')
+if not fv.cuda.available() then
+  io.stderr:write('bench/gpu.lua: no GPU: ' .. tostring(fv.cuda.unavailable_reason()) .. '\n')
+  os.exit(1)
+end
+
+local function peer(args)
+  local p = io.popen(opts.python .. ' bench/gpu_torch.py ' .. args .. ' 2>&1')
+  local out = p:read('*a')
+  p:close()
+  return out:match('[^\n]*$') ~= '' and out:match('[^\n]*$') or out
+end
+
+local function timed(fn)
+  return common.median_time(opts.runs, function()
+    fn()
+    fv.cuda.synchronize()
+  end)
+end
+
+print(('fovea on cuda (%d device(s)); PyTorch through %s'):format(fv.cuda.device_count(), opts.python))
+for _, batch in ipairs { 4, 32 } do
+  fv.manual_seed(0)
+  local model = models.build { name = 'dual', classes = 2 }:cuda()
+  local opt = fv.optim.Adam(model, { lr = 2e-4 })
+  local x = fv.randn({ batch, 3, 386, 386 }, { device = 'cuda' })
+  local y = fv.tensor((function()
+    local t = {}
+    for i = 1, batch do t[i] = 1 + i % 2 end
+    return t
+  end)(), { dtype = 'int64' }):cuda()
+  fv.cuda.reset_peak()
+  local seconds = timed(function()
+    opt:zero_grad()
+    fv.F.cross_entropy(model(x), y):backward()
+    opt:step()
+  end)
+  print(('fovea  step size=386 batch=%d images_per_s=%.2f peak_mb=%.1f'):format(batch, batch / seconds,
+    fv.cuda.memory_stats().peak / 2 ^ 20))
+  print('torch  ' .. peer(('step 386 %d %d'):format(batch, opts.runs)))
+end
+for _, side in ipairs { 97, 193 } do
+  local n = side * side
+  local q = fv.randn({ 4, n, 32 }, { device = 'cuda' }):detach()
+  local k = fv.randn({ 4, n, 32 }, { device = 'cuda' }):detach()
+  local v = fv.randn({ 4, n, 64 }, { device = 'cuda' }):detach()
+  for _, t in ipairs { q, k, v } do t.requires_grad = true end
+  fv.cuda.reset_peak()
+  local seconds = timed(function()
+    local out = fv.F.nam_attention(q, k, v)
+    out:backward(fv.ones(out:size(), { device = 'cuda' }))
+  end)
+  print(('fovea  nam n=%d fwd_bwd_s=%.4f peak_mb=%.1f'):format(n, seconds, fv.cuda.memory_stats().peak / 2 ^ 20))
+  print('torch  ' .. peer(('nam %d 4 %d'):format(side, opts.runs)))
+end
