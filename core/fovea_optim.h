@@ -6,8 +6,10 @@
  * Each call updates parameter i from its gradient params[i]->gradient in place, one
  * fused pass over the elements per tensor (OpenMP over the elements). Parameters whose
  * gradient is NULL are skipped: neither they nor their state are touched or checked.
- * Every tensor involved (parameter, gradient, state) must be a live, contiguous CPU
- * float32 or float64 tensor of the parameter's shape and dtype; parameters of one call
+ * Every tensor involved (parameter, gradient, state) must be a live, contiguous
+ * float32 or float64 tensor of the parameter's shape, dtype and device, and all the
+ * parameters with gradients of one call must be on one device (cpu, or cuda when its
+ * backend is loaded: cuda/optim.cu); parameters of one call
  * may have different dtypes; the tensors of one parameter (it, its gradient and its
  * state) must not share memory. All parameters are checked before any is changed, so a
  * failing call changes nothing; the message names the parameter index (from 0) and the

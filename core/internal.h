@@ -177,6 +177,27 @@ typedef struct fv_nn_call {
   double d[2];
 } fv_nn_call;
 
+/* Optimizer updates (core/optim.c, fovea_optim.h): the front end checks every tensor
+ * (live, contiguous, float32/float64, all on the backend's device, companions of the
+ * parameter's shape and dtype, no shared memory) and computes these coefficients in
+ * double; the backend rounds each to the element type and applies core/optim.c's
+ * per-element expressions in the same order. Parameters whose gradient is NULL are
+ * skipped by the backend. */
+typedef struct fv_adam_coef {
+  double lr, beta1, beta2, eps, weight_decay;
+  double step_size;             /* lr / (1 - beta1^t) */
+  double bias_correction2_sqrt; /* sqrt(1 - beta2^t) */
+  int decoupled, amsgrad;
+} fv_adam_coef;
+
+typedef struct fv_sgd_coef {
+  double lr, momentum, dampening, weight_decay;
+  int nesterov, first_step;
+} fv_sgd_coef;
+
+/* Norm kinds of grad_norm_part (clip_grad_norm). */
+enum { FV_NORM_INF, FV_NORM_ONE, FV_NORM_TWO, FV_NORM_P };
+
 typedef struct fv_backend {
   const char *name;
   int device_type;
@@ -204,7 +225,19 @@ typedef struct fv_backend {
   int (*random)(int op, fv_tensor *out, uint64_t seed, uint64_t offset);
   int (*nn_forward)(const fv_nn_call *call);
   int (*nn_backward)(const fv_nn_call *call);
+  /* Optimizer steps over n parameters (see fv_adam_coef; NULL: not on this device).
+   * max_exp_avg_sq is NULL unless c->amsgrad; momentum_buf is NULL when momentum is 0. */
+  int (*adam_step)(int n, fv_tensor *const *params, fv_tensor *const *exp_avg, fv_tensor *const *exp_avg_sq,
+                   fv_tensor *const *max_exp_avg_sq, const fv_adam_coef *c);
+  int (*sgd_step)(int n, fv_tensor *const *params, fv_tensor *const *momentum_buf, const fv_sgd_coef *c);
+  /* clip_grad_norm's halves for one contiguous float gradient g: *out = the sum of |g|^p
+   * (FV_NORM_ONE, _TWO with p 2, _P) or the largest |g|, NaN winning (FV_NORM_INF),
+   * accumulated in double over blocks of FV_NORM_BLOCK elements combined in block order;
+   * grad_scale: g = g * (T)coef element by element. */
+  int (*grad_norm_part)(const fv_tensor *g, int kind, double p, double *out);
+  int (*grad_scale)(fv_tensor *g, double coef);
 } fv_backend;
+enum { FV_NORM_BLOCK = 16384 };
 
 int fv_backend_register(const fv_backend *backend);
 /* fv_copy_ between devices (device.c): dst and src on different devices, src broadcasting

@@ -1,9 +1,11 @@
 /* optim.c: optimizer updates over many parameters in one call (fovea_optim.h): Adam and
- * AdamW, SGD with momentum, and gradient-norm clipping, on CPU float32 and float64.
+ * AdamW, SGD with momentum, and gradient-norm clipping, on float32 and float64.
  *
  * Each entry point first checks every parameter it will touch (so that a failing call
- * changes nothing), then makes one pass over each tensor's memory, split between the
- * OpenMP threads in equal ranges, with loops specialised per option set so that they
+ * changes nothing; every parameter with a gradient on one device), then calls that
+ * device's backend table (adam_step, sgd_step, grad_norm_part and grad_scale, see
+ * internal.h; cuda/optim.cu on the GPU). The CPU's kernels below (fv_cpu_*) make one
+ * pass over each tensor's memory, split between the OpenMP threads in equal ranges, with loops specialised per option set so that they
  * vectorise (Adam goes through its range in blocks that stay in the L1 cache).
  * The element formulas follow PyTorch's single-tensor CPU implementations operation for
  * operation (torch/optim/adam.py, adamw.py, sgd.py and the ATen kernels they call:
@@ -16,6 +18,7 @@
 
 #include "internal.h"
 #include "fovea_optim.h"
+#include "cpu/cpu.h"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -51,9 +54,6 @@ static int check_param(const char *op, int i, const fv_tensor *p) {
   if (p->scalar_type != FV_FLOAT32 && p->scalar_type != FV_FLOAT64)
     return fv_fail(FV_ERR_DTYPE, "%s: parameter %d (%s %s) is not float32 or float64", op, i,
                    fv_dtype_name(p->scalar_type), fv_shape_of(p));
-  if (p->device_type != FV_CPU)
-    return fv_fail(FV_ERR_DEVICE, "%s: parameter %d (%s %s) is on %s; only cpu is supported", op, i,
-                   fv_dtype_name(p->scalar_type), fv_shape_of(p), fv_device_name(p->device_type));
   if (!fv_tensor_is_contiguous(p))
     return fv_fail(FV_ERR_ARGUMENT, "%s: parameter %d (%s %s) is not contiguous", op, i,
                    fv_dtype_name(p->scalar_type), fv_shape_of(p));
@@ -107,12 +107,30 @@ static int check_list(const char *op, int n, const void *list) {
   return FV_OK;
 }
 
+/* All parameters with a gradient must be on one device: *device (-1 before the first
+ * such parameter) becomes the first one's, *first its index. */
+static int check_device(const char *op, int i, const fv_tensor *t, int *device, int *first) {
+  if (*device < 0) {
+    *device = t->device_type;
+    *first = i;
+    return FV_OK;
+  }
+  if (t->device_type != *device)
+    return fv_fail(FV_ERR_DEVICE,
+                   "%s: parameter %d (%s) is on %s but parameter %d is on %s; the parameters of one optimizer "
+                   "call must all be on one device",
+                   op, i, fv_shape_of(t), fv_device_name(t->device_type), *first, fv_device_name(*device));
+  return FV_OK;
+}
+
+/* The error for a backend without the optimizer entry op needs. */
+static int not_on_device(const char *op, const fv_backend *be) {
+  return fv_fail(FV_ERR_DEVICE, "%s: not implemented on %s yet", op, be->name);
+}
+
 /* ---- Adam / AdamW ---- */
 
-typedef struct adam_coef {
-  double lr, beta1, beta2, eps, weight_decay, step_size, bias_correction2_sqrt;
-  int decoupled, amsgrad;
-} adam_coef;
+typedef fv_adam_coef adam_coef; /* internal.h: shared with the other backends */
 
 /* Square roots of n values in place. GCC does not vectorise sqrt in the update loops
  * (it keeps errno semantics unless built with -fno-math-errno), so they call this on
@@ -230,10 +248,12 @@ int fv_adam_step(int n, fv_tensor *const *params, fv_tensor *const *exp_avg, fv_
   if (n > 0 && amsgrad && !max_exp_avg_sq)
     return fv_fail(FV_ERR_ARGUMENT, "%s: amsgrad needs the max_exp_avg_sq list", op);
 
+  int device = -1, first = 0;
   for (int i = 0; i < n; i++) {
     const fv_tensor *p = params[i];
     FV_TRY(check_param(op, i, p));
     if (!p->gradient) continue;
+    FV_TRY(check_device(op, i, p, &device, &first));
     FV_TRY(check_companion(op, i, "gradient", p, p->gradient));
     FV_TRY(check_companion(op, i, "exp_avg", p, exp_avg[i]));
     FV_TRY(check_companion(op, i, "exp_avg_sq", p, exp_avg_sq[i]));
@@ -254,6 +274,18 @@ int fv_adam_step(int n, fv_tensor *const *params, fv_tensor *const *exp_avg, fv_
   c.step_size = lr / (1.0 - pow(beta1, (double)step));
   c.bias_correction2_sqrt = sqrt(1.0 - pow(beta2, (double)step));
 
+  if (device < 0) return FV_OK; /* no gradients */
+  const fv_backend *be = fv_backend_for(op, device);
+  if (!be) return fv_last_status();
+  if (!be->adam_step) return not_on_device(op, be);
+  return be->adam_step(n, params, exp_avg, exp_avg_sq, amsgrad ? max_exp_avg_sq : NULL, &c);
+}
+
+/* The CPU's Adam over checked parameters (fv_backend.adam_step). */
+int fv_cpu_adam_step(int n, fv_tensor *const *params, fv_tensor *const *exp_avg, fv_tensor *const *exp_avg_sq,
+                     fv_tensor *const *max_exp_avg_sq, const fv_adam_coef *cp) {
+  const fv_adam_coef c = *cp;
+  const int amsgrad = c.amsgrad;
   for (int i = 0; i < n; i++) {
     fv_tensor *p = params[i];
     if (!p->gradient) continue;
@@ -271,10 +303,7 @@ int fv_adam_step(int n, fv_tensor *const *params, fv_tensor *const *exp_avg, fv_
 
 /* ---- SGD ---- */
 
-typedef struct sgd_coef {
-  double lr, momentum, dampening, weight_decay;
-  int nesterov, first_step;
-} sgd_coef;
+typedef fv_sgd_coef sgd_coef;
 
 /* As for Adam: one branch-free body per (weight decay, momentum kind). */
 enum { MOM_NONE, MOM_FIRST, MOM_PLAIN, MOM_FIRST_NESTEROV, MOM_NESTEROV };
@@ -340,10 +369,12 @@ int fv_sgd_step(int n, fv_tensor *const *params, fv_tensor *const *momentum_buf,
   if (n > 0 && momentum != 0 && !momentum_buf)
     return fv_fail(FV_ERR_ARGUMENT, "%s: momentum %g needs the momentum_buf list", op, momentum);
 
+  int device = -1, first = 0;
   for (int i = 0; i < n; i++) {
     const fv_tensor *p = params[i];
     FV_TRY(check_param(op, i, p));
     if (!p->gradient) continue;
+    FV_TRY(check_device(op, i, p, &device, &first));
     FV_TRY(check_companion(op, i, "gradient", p, p->gradient));
     if (momentum != 0) FV_TRY(check_companion(op, i, "momentum_buffer", p, momentum_buf[i]));
     const fv_tensor *ts[3] = {p, p->gradient, momentum != 0 ? momentum_buf[i] : NULL};
@@ -352,15 +383,25 @@ int fv_sgd_step(int n, fv_tensor *const *params, fv_tensor *const *momentum_buf,
   }
 
   sgd_coef c = {lr, momentum, dampening, weight_decay, nesterov != 0, first_step != 0};
+  if (device < 0) return FV_OK; /* no gradients */
+  const fv_backend *be = fv_backend_for(op, device);
+  if (!be) return fv_last_status();
+  if (!be->sgd_step) return not_on_device(op, be);
+  return be->sgd_step(n, params, momentum != 0 ? momentum_buf : NULL, &c);
+}
+
+/* The CPU's SGD over checked parameters (fv_backend.sgd_step). */
+int fv_cpu_sgd_step(int n, fv_tensor *const *params, fv_tensor *const *momentum_buf, const fv_sgd_coef *c) {
+  const double momentum = c->momentum;
   for (int i = 0; i < n; i++) {
     fv_tensor *p = params[i];
     if (!p->gradient) continue;
     int64_t count = fv_tensor_numel(p);
     void *buf = momentum != 0 ? fv_tensor_data(momentum_buf[i]) : NULL;
     if (p->scalar_type == FV_FLOAT32)
-      sgd_f32(count, fv_tensor_data(p), fv_tensor_data(p->gradient), buf, &c);
+      sgd_f32(count, fv_tensor_data(p), fv_tensor_data(p->gradient), buf, c);
     else
-      sgd_f64(count, fv_tensor_data(p), fv_tensor_data(p->gradient), buf, &c);
+      sgd_f64(count, fv_tensor_data(p), fv_tensor_data(p->gradient), buf, c);
   }
   return FV_OK;
 }
@@ -369,8 +410,8 @@ int fv_sgd_step(int n, fv_tensor *const *params, fv_tensor *const *momentum_buf,
 
 /* Sums (or maxima) over fixed blocks of BLOCK elements, combined in block order: the
  * result does not depend on the thread count. */
-enum { BLOCK = 16384, BLOCKS_PER_ROUND = 256 };
-enum { NORM_INF, NORM_ONE, NORM_TWO, NORM_P };
+enum { BLOCK = FV_NORM_BLOCK, BLOCKS_PER_ROUND = 256 };
+enum { NORM_INF = FV_NORM_INF, NORM_ONE = FV_NORM_ONE, NORM_TWO = FV_NORM_TWO, NORM_P = FV_NORM_P };
 
 /* Largest magnitude, NaN winning (as torch.max). */
 static inline double nan_max(double m, double a) { return (a > m || a != a) ? a : m; }
@@ -431,6 +472,18 @@ static double norm_accumulate(const fv_tensor *g, int kind, double p) {
 DEFINE_SCALE(float, scale_f32)
 DEFINE_SCALE(double, scale_f64)
 
+/* The CPU's halves of clip_grad_norm (fv_backend.grad_norm_part, grad_scale). */
+int fv_cpu_grad_norm_part(const fv_tensor *g, int kind, double p, double *out) {
+  *out = norm_accumulate(g, kind, p);
+  return FV_OK;
+}
+
+int fv_cpu_grad_scale(fv_tensor *g, double coef) {
+  if (g->scalar_type == FV_FLOAT32) scale_f32(fv_tensor_data(g), fv_tensor_numel(g), coef);
+  else scale_f64(fv_tensor_data(g), fv_tensor_numel(g), coef);
+  return FV_OK;
+}
+
 int fv_clip_grad_norm(int n, fv_tensor *const *params, double max_norm, double norm_type, double *total_norm_out) {
   const char *op = "clip_grad_norm";
   FV_TRY(check_list(op, n, params));
@@ -442,7 +495,7 @@ int fv_clip_grad_norm(int n, fv_tensor *const *params, double max_norm, double n
   else return fv_fail(FV_ERR_ARGUMENT, "%s: norm_type %g is not supported (a number > 0, or inf)", op, norm_type);
   if (max_norm != max_norm) return fv_fail(FV_ERR_ARGUMENT, "%s: max_norm is NaN", op);
 
-  int any = 0;
+  int device = -1, first = 0;
   for (int i = 0; i < n; i++) {
     const fv_tensor *p = params[i];
     if (!p) return fv_fail(FV_ERR_ARGUMENT, "%s: parameter %d is nil", op, i);
@@ -453,23 +506,25 @@ int fv_clip_grad_norm(int n, fv_tensor *const *params, double max_norm, double n
     if (g->scalar_type != FV_FLOAT32 && g->scalar_type != FV_FLOAT64)
       return fv_fail(FV_ERR_DTYPE, "%s: parameter %d: gradient %s %s is not float32 or float64", op, i,
                      fv_dtype_name(g->scalar_type), fv_shape_of(g));
-    if (g->device_type != FV_CPU)
-      return fv_fail(FV_ERR_DEVICE, "%s: parameter %d: gradient %s is on %s; only cpu is supported", op, i,
-                     fv_shape_of(g), fv_device_name(g->device_type));
+    FV_TRY(check_device(op, i, g, &device, &first));
     if (!fv_tensor_is_contiguous(g))
       return fv_fail(FV_ERR_ARGUMENT, "%s: parameter %d: gradient %s is not contiguous", op, i, fv_shape_of(g));
-    any = 1;
   }
-  if (!any) {
+  if (device < 0) {
     if (total_norm_out) *total_norm_out = 0;
     return FV_OK;
   }
+
+  const fv_backend *be = fv_backend_for(op, device);
+  if (!be) return fv_last_status();
+  if (!(be->grad_norm_part && be->grad_scale)) return not_on_device(op, be);
 
   double total = 0;
   for (int i = 0; i < n; i++) {
     const fv_tensor *g = params[i]->gradient;
     if (!g) continue;
-    double part = norm_accumulate(g, kind, norm_type);
+    double part;
+    FV_TRY(be->grad_norm_part(g, kind, norm_type, &part));
     total = kind == NORM_INF ? nan_max(total, part) : total + part;
   }
   if (kind == NORM_TWO) total = sqrt(total);
@@ -480,8 +535,7 @@ int fv_clip_grad_norm(int n, fv_tensor *const *params, double max_norm, double n
     for (int i = 0; i < n; i++) {
       fv_tensor *g = params[i]->gradient;
       if (!g) continue;
-      if (g->scalar_type == FV_FLOAT32) scale_f32(fv_tensor_data(g), fv_tensor_numel(g), coef);
-      else scale_f64(fv_tensor_data(g), fv_tensor_numel(g), coef);
+      FV_TRY(be->grad_scale(g, coef));
     }
   }
   if (total_norm_out) *total_norm_out = total;

@@ -89,6 +89,10 @@ static void fill_table(void) {
   table.random = fv_cuda_random;
   table.nn_forward = cuda_nn_forward;
   table.nn_backward = cuda_nn_backward;
+  table.adam_step = fv_cuda_adam_step;
+  table.sgd_step = fv_cuda_sgd_step;
+  table.grad_norm_part = fv_cuda_grad_norm_part;
+  table.grad_scale = fv_cuda_grad_scale;
 }
 
 extern "C" int fv_cuda_device_count(void) {

@@ -125,6 +125,12 @@ int fv_cuda_reduce(int op, fv_tensor *out, fv_tensor *index, const fv_tensor *a,
                    int64_t inner, int correction, int index_base);
 int fv_cuda_matmul(fv_tensor *out, const fv_tensor *a, const fv_tensor *b);
 int fv_cuda_random(int op, fv_tensor *out, uint64_t seed, uint64_t offset);
+/* optimizer steps (optim.cu; fv_backend's adam_step, sgd_step, grad_norm_part, grad_scale) */
+int fv_cuda_adam_step(int n, fv_tensor *const *params, fv_tensor *const *exp_avg, fv_tensor *const *exp_avg_sq,
+                      fv_tensor *const *max_exp_avg_sq, const fv_adam_coef *c);
+int fv_cuda_sgd_step(int n, fv_tensor *const *params, fv_tensor *const *momentum_buf, const fv_sgd_coef *c);
+int fv_cuda_grad_norm_part(const fv_tensor *g, int kind, double p, double *out);
+int fv_cuda_grad_scale(fv_tensor *g, double coef);
 /* cuBLAS's handle, made on first use (matmul.cu); released by nothing: it lives until exit */
 int fv_cuda_blas_ready(const char *op);
 }

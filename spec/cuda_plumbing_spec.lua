@@ -3,7 +3,9 @@
 -- and spec/cuda_spec.lua passes, in a separate busted process, against a stand-in
 -- libfovea_cuda.so (spec/c/fake_cuda.c: host memory and the CPU's kernels registered as
 -- the cuda device). That checks the loading, device moves, cross-device copies, module
--- moves, statistics and error paths, and the GPU spec itself; the CUDA kernels are
+-- moves, statistics and error paths, the optimizers' dispatch to the device's table,
+-- train.fit moving batches to the model's device (a short run on 'cuda' that must equal
+-- the cpu's bit for bit), and the GPU spec itself; the CUDA kernels are
 -- checked only on a GPU (cuda/gpu_check.sh).
 local fv = require 'fovea'
 
@@ -66,6 +68,66 @@ describe('cuda plumbing (stand-in backend)', function()
     local passed, failed = out:match('(%d+) passed, (%d+) failed%s*$')
     assert(status == 0 and passed and tonumber(passed) > 0 and tonumber(failed) == 0, out)
     assert.is_nil(out:match('skipped'), out)
+  end)
+
+  it('trains with train.fit on cuda (Adam, 2 steps) exactly as on the cpu', function()
+    assert(built, 'make fake-cuda failed:\n' .. tostring(log))
+    -- A tiny model and a loss of elementwise ops and reductions only (the stand-in has no
+    -- nn kernels): batches come from the loader on the cpu and train.fit moves them.
+    local script = [[
+      local fv = require 'fovea'
+      assert(fv.cuda.available(), fv.cuda.unavailable_reason())
+      local loader = { batches = function() return 2 end }
+      function loader:epoch()
+        local i = 0
+        return function()
+          i = i + 1
+          if i > 2 then return nil end
+          local x = fv.randn({ 5, 4 }, { seed = 100 + i })
+          return x, fv.tensor({ 1, 2, 3, 1, 2 }, { dtype = 'int64' })
+        end
+      end
+      local function run(device, dir)
+        fv.manual_seed(7)
+        local net = fv.nn.Sequential(fv.nn.Linear(4, 6), fv.nn.ReLU(), fv.nn.Linear(6, 3))
+        net:to(device)
+        local opt = fv.optim.Adam(net, { lr = 0.05, weight_decay = 0.01 })
+        local seen = {}
+        local function loss(logits, labels)
+          seen[#seen + 1] = logits:device() .. '/' .. labels:device()
+          return (logits * logits):mean() + (logits:sum(2) * 0.1):mean()
+        end
+        fv.train.fit { model = net, optimizer = opt, train = loader, epochs = 1, out_dir = dir, quiet = true,
+          loss = loss }
+        local values = {}
+        for _, p in ipairs(net:parameters()) do
+          assert(p:device() == device, 'a parameter left ' .. device)
+          for _, v in ipairs(p:cpu():reshape({ -1 }):totable()) do
+            values[#values + 1] = ('%a'):format(v)
+          end
+        end
+        for _, st in pairs(opt.state) do
+          assert(st.step == 2 and st.exp_avg:device() == device, 'optimizer state on ' .. st.exp_avg:device())
+        end
+        return table.concat(values, ' '), table.concat(seen, ' ')
+      end
+      local dir = os.tmpname()
+      os.remove(dir)
+      local cpu, cpu_seen = run('cpu', dir .. '-cpu')
+      local gpu, gpu_seen = run('cuda', dir .. '-cuda')
+      os.execute("rm -rf '" .. dir .. "-cpu' '" .. dir .. "-cuda'")
+      io.write('cpu: ', cpu_seen, '\ncuda: ', gpu_seen, '\n')
+      if cpu ~= gpu then error('parameters differ:\ncpu  ' .. cpu .. '\ncuda ' .. gpu) end
+      io.write('same\n')
+    ]]
+    local path = os.tmpname()
+    local f = assert(io.open(path, 'w'))
+    f:write(script)
+    f:close()
+    local status, out = run(('FOVEA_CUDA_LIB=%s %s %s'):format(lib, os.getenv('LUAJIT') or 'luajit', path))
+    os.remove(path)
+    assert.are.equal(0, status, out)
+    assert.matches('cpu: cpu/cpu cpu/cpu\ncuda: cuda/cuda cuda/cuda\nsame', out)
   end)
 
   it('reports a failing fv_cuda_init as unavailable, with its message', function()

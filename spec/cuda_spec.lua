@@ -1,7 +1,8 @@
 -- cuda_spec.lua: the CUDA backend against the CPU, op by op: moves and round trips,
 -- copies and dtype conversions, fill, elementwise ops with broadcasting and NaN rules,
 -- reductions, matmul (TF32 off and on), random numbers (bit-equality of uniform draws),
--- autograd and modules on the GPU, the caching allocator's statistics, running out of
+-- autograd and modules on the GPU, the optimizers' steps and gradient clipping, the
+-- caching allocator's statistics, running out of
 -- GPU memory, mixed devices, and every neural-network op (softmax, cross_entropy, the
 -- pools, bilinear, channel_shuffle, batch_norm, conv2d through cuDNN, NAM and criss-cross
 -- attention) forward and backward against the CPU. Tagged gpu: run on a GPU machine with
@@ -589,5 +590,93 @@ describe('cuda #gpu', function()
       check_nn('criss_cross_attention ' .. dt, function(a, b, c) return F.criss_cross_attention(a, b, c) end,
         { qc, kc, vc }, { true, true, true }, t[1], t[2])
     end
+  end)
+
+  -- The optimizers' fused steps and gradient clipping (cuda/optim.cu) against the CPU:
+  -- the same parameters and gradients (from elementwise ops, exact on both) through a
+  -- few steps. Adam, AdamW and SGD are meant to agree bit for bit; clipping's norm is a
+  -- block-tree sum on the GPU, so it and what follows it agree to rounding.
+  local function optim_run(make_opt, dt, device, steps, clip)
+    local shapes = { { 3, 5 }, { 7 }, { 40000 } } -- 40000 elements: several norm blocks
+    local params = {}
+    for k, sh in ipairs(shapes) do
+      params[k] = sample(sh, { dtype = dt, seed = 30 + k }):to(device):requires_grad_()
+    end
+    local opt, norms = make_opt(params), {}
+    for step = 1, steps do
+      opt:zero_grad()
+      local loss
+      for k, p in ipairs(params) do
+        local r = sample(shapes[k], { dtype = dt, seed = 40 + 10 * step + k }):to(device)
+        local term = (p * r):sum() + (p * p):sum() * 0.5
+        loss = loss and loss + term or term
+      end
+      loss:backward()
+      if clip then norms[step] = fv.optim.clip_grad_norm(params, clip[1], clip[2]) end
+      opt:step()
+    end
+    return params, opt, norms
+  end
+
+  local function optim_compare(name, make_opt, states, clip, tols)
+    for _, dt in ipairs { 'float64', 'float32' } do
+      local rtol, atol = 0, 0
+      if tols then rtol, atol = tols[dt][1], tols[dt][2] end
+      local pc, oc, nc = optim_run(make_opt, dt, 'cpu', 3, clip)
+      local pg, og, ng = optim_run(make_opt, dt, 'cuda', 3, clip)
+      for k = 1, #pc do
+        same(pc[k]:detach(), pg[k]:detach(), rtol, atol, ('%s %s parameter %d'):format(name, dt, k))
+        for _, st in ipairs(states) do
+          same(oc.state[k][st], og.state[k][st], rtol, atol, ('%s %s parameter %d %s'):format(name, dt, k, st))
+        end
+      end
+      for step = 1, #nc do
+        assert(math.abs(nc[step] - ng[step]) <= 1e-12 * math.abs(nc[step]),
+          ('%s %s: clip norm at step %d: cpu %.17g, cuda %.17g'):format(name, dt, step, nc[step], ng[step]))
+      end
+    end
+  end
+
+  gpu_it('steps Adam, AdamW and amsgrad as the CPU does, bit for bit', function()
+    optim_compare('Adam', function(ps) return fv.optim.Adam(ps, { lr = 1e-2, weight_decay = 0.1 }) end,
+      { 'exp_avg', 'exp_avg_sq' })
+    optim_compare('AdamW amsgrad', function(ps)
+      return fv.optim.AdamW(ps, { lr = 1e-2, weight_decay = 0.05, amsgrad = true })
+    end, { 'exp_avg', 'exp_avg_sq', 'max_exp_avg_sq' })
+  end)
+
+  gpu_it('steps SGD (plain, momentum, Nesterov, weight decay) as the CPU does, bit for bit', function()
+    optim_compare('SGD', function(ps) return fv.optim.SGD(ps, { lr = 0.1 }) end, {})
+    optim_compare('SGD momentum', function(ps)
+      return fv.optim.SGD(ps, { lr = 0.1, momentum = 0.9, dampening = 0.1, weight_decay = 1e-3 })
+    end, { 'momentum_buffer' })
+    optim_compare('SGD nesterov', function(ps)
+      return fv.optim.SGD(ps, { lr = 0.1, momentum = 0.9, nesterov = true })
+    end, { 'momentum_buffer' })
+  end)
+
+  gpu_it('clips gradient norms (2, 1, inf, 3) as the CPU does, to rounding', function()
+    local tols = { float64 = { 1e-12, 1e-14 }, float32 = { 1e-5, 1e-7 } }
+    for _, nt in ipairs { 2, 1, math.huge, 3 } do
+      optim_compare('clip ' .. tostring(nt) .. ' + Adam', function(ps) return fv.optim.Adam(ps, { lr = 1e-2 }) end,
+        { 'exp_avg', 'exp_avg_sq' }, { 5.0, nt }, tols)
+    end
+    -- a NaN gradient gives a NaN norm on both
+    local g = fv.tensor({ 1, 0 / 0, 2 }, { dtype = 'float64' }):cuda():requires_grad_()
+    ;(g * g):sum():backward()
+    local total = fv.optim.clip_grad_norm({ g }, 1.0)
+    assert.is_true(total ~= total)
+  end)
+
+  gpu_it('refuses an optimizer call with parameters on two devices', function()
+    local a = fv.ones(3):requires_grad_()
+    local b = fv.ones(3):cuda():requires_grad_()
+    ;(a:sum() + b:sum():cpu()):backward()
+    local ok, err = pcall(function() fv.optim.SGD({ a, b }, { lr = 0.1 }):step() end)
+    assert.is_false(ok)
+    assert.matches('parameter 2 .* is on cuda but parameter 1 is on cpu', err)
+    ok, err = pcall(fv.optim.clip_grad_norm, { a, b }, 1.0)
+    assert.is_false(ok)
+    assert.matches('one device', err)
   end)
 end)

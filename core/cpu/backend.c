@@ -30,6 +30,10 @@ const fv_backend fv_cpu_backend = {
     .random = fv_cpu_random,
     .nn_forward = fv_cpu_nn_forward,
     .nn_backward = fv_cpu_nn_backward,
+    .adam_step = fv_cpu_adam_step,
+    .sgd_step = fv_cpu_sgd_step,
+    .grad_norm_part = fv_cpu_grad_norm_part,
+    .grad_scale = fv_cpu_grad_scale,
 };
 
 /* OpenBLAS exports openblas_set_num_threads; another BLAS may not, so look it up. */

@@ -20,5 +20,11 @@ int fv_cpu_matmul(fv_tensor *out, const fv_tensor *a, const fv_tensor *b);
 int fv_cpu_random(int op, fv_tensor *out, uint64_t seed, uint64_t offset);
 int fv_cpu_nn_forward(const fv_nn_call *call);
 int fv_cpu_nn_backward(const fv_nn_call *call);
+/* optimizer steps (core/optim.c, which also holds the front ends that check and dispatch) */
+int fv_cpu_adam_step(int n, fv_tensor *const *params, fv_tensor *const *exp_avg, fv_tensor *const *exp_avg_sq,
+                     fv_tensor *const *max_exp_avg_sq, const fv_adam_coef *c);
+int fv_cpu_sgd_step(int n, fv_tensor *const *params, fv_tensor *const *momentum_buf, const fv_sgd_coef *c);
+int fv_cpu_grad_norm_part(const fv_tensor *g, int kind, double p, double *out);
+int fv_cpu_grad_scale(fv_tensor *g, double coef);
 
 #endif

@@ -130,7 +130,7 @@ local function check_call(status, index_of)
   msg = msg:gsub('parameter (%d+)', function(k)
     local i = tonumber(k) + 1
     return 'parameter ' .. tostring(index_of and index_of[i] or i)
-  end, 1)
+  end) -- every index the message names (a mixed-device error names two)
   raise('fovea: ' .. msg)
 end
 

@@ -5,6 +5,9 @@
 --   }
 --   local ev = fv.train.evaluate(net, test_loader)   -- {loss, labels, probs, metrics}
 --
+-- Batches are moved to the model's device (its first parameter's) before the forward, so
+-- a model moved with net:to('cuda') trains on the GPU; losses and metrics are computed
+-- from copies on the cpu.
 -- Each epoch: a progress bar (running loss, images per second, ETA); evaluation on
 -- `test` (loss, accuracy, AUC, sensitivity, specificity, precision, F1 via fv.metrics);
 -- a row in out_dir/log.csv; out_dir/last.safetensors (a training checkpoint: model,
@@ -55,17 +58,32 @@ local function set_rng_state(state)
   g.offset = state.offset
 end
 
+-- The model's device: that of its first parameter ('cpu' without parameters). Batches
+-- come from the loader on the cpu and are moved there before the forward (t:to returns t
+-- itself when it is already there); metrics stay on the cpu.
+local function model_device(model)
+  local params = model.parameters and model:parameters() or {}
+  return params[1] and params[1]:device() or 'cpu'
+end
+M.model_device = model_device
+
+local function to_device(t, device)
+  if device == 'cpu' then return t end -- loaders give cpu tensors: nothing to move
+  return t:to(device)
+end
+
 -- Probabilities (N, K) as Lua rows, and labels, of a model over a loader, in eval mode.
 function M.evaluate(model, loader, opts)
   opts = opts or {}
   local was_training = model.training
   model:evaluate()
   local labels, probs, loss_sum, count = {}, {}, 0, 0
+  local device = model_device(model)
   tensor.no_grad(function()
     for images, batch_labels in loader:epoch(opts.epoch or 1) do
-      local logits = model(images)
+      local logits = model(to_device(images, device))
       local n = logits:size(1)
-      loss_sum = loss_sum + F.cross_entropy(logits, batch_labels, { reduction = 'sum' }):item()
+      loss_sum = loss_sum + F.cross_entropy(logits, to_device(batch_labels, device), { reduction = 'sum' }):item()
       count = count + n
       local p = F.softmax(logits, 2):totable()
       local l = batch_labels:totable()
@@ -104,11 +122,12 @@ end
 local function train_epoch(o, e, position, bar)
   local partial = position.partial or { loss = 0, correct = 0, count = 0 }
   local batch, start, images_seen = 0, clock(), 0
+  local device = model_device(o.model)
   for images, labels in o.train:epoch(e) do
     batch = batch + 1
     if batch > position.batch then
-      local logits = o.model(images)
-      local loss = o.loss(logits, labels)
+      local logits = o.model(to_device(images, device))
+      local loss = o.loss(logits, to_device(labels, device))
       local value = loss:item()
       if not is_finite(value) then
         error(('fovea: training stopped: the loss is %s at epoch %d, batch %d; the last good checkpoint is %s')

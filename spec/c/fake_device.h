@@ -111,6 +111,69 @@ static int fake_nn(const fv_nn_call *call) {
   return fv_fail(FV_ERR_DEVICE, "%s: not implemented on cuda yet", fv_op_name(call->op));
 }
 
+/* The optimizer steps: the CPU's kernels on cpu headers of every tensor involved (the
+ * parameters' headers point at cpu headers of their gradients). */
+typedef struct fake_optim_headers {
+  fv_tensor *h;     /* (5 * n) headers: parameter, gradient, then up to three states */
+  fv_tensor **ptrs; /* (4 * n) pointer lists: parameters, then the states */
+} fake_optim_headers;
+
+static int fake_optim_headers_of(fake_optim_headers *o, int n, fv_tensor *const *params, int states,
+                                 fv_tensor *const *s0, fv_tensor *const *s1, fv_tensor *const *s2) {
+  o->h = calloc((size_t)(n > 0 ? n : 1) * 5, sizeof(fv_tensor));
+  o->ptrs = calloc((size_t)(n > 0 ? n : 1) * 4, sizeof(fv_tensor *));
+  if (!o->h || !o->ptrs) {
+    free(o->h);
+    free(o->ptrs);
+    return fv_fail(FV_ERR_MEMORY, "fake cuda: out of host memory for optimizer headers");
+  }
+  fv_tensor *const *lists[3] = {s0, s1, s2};
+  for (int i = 0; i < n; i++) {
+    fv_tensor *h = o->h + 5 * i;
+    h[0] = fake_cpu(params[i]);
+    if (params[i]->gradient) {
+      h[1] = fake_cpu(params[i]->gradient);
+      h[0].gradient = &h[1];
+    }
+    o->ptrs[i] = &h[0];
+    for (int k = 0; k < states; k++)
+      if (lists[k] && lists[k][i]) {
+        h[2 + k] = fake_cpu(lists[k][i]);
+        o->ptrs[(k + 1) * n + i] = &h[2 + k];
+      }
+  }
+  return FV_OK;
+}
+
+static int fake_adam_step(int n, fv_tensor *const *params, fv_tensor *const *exp_avg, fv_tensor *const *exp_avg_sq,
+                          fv_tensor *const *max_exp_avg_sq, const fv_adam_coef *c) {
+  fake_optim_headers o;
+  FV_TRY(fake_optim_headers_of(&o, n, params, 3, exp_avg, exp_avg_sq, max_exp_avg_sq));
+  int status = fv_cpu_backend.adam_step(n, o.ptrs, o.ptrs + n, o.ptrs + 2 * n, max_exp_avg_sq ? o.ptrs + 3 * n : NULL, c);
+  free(o.h);
+  free(o.ptrs);
+  return status;
+}
+
+static int fake_sgd_step(int n, fv_tensor *const *params, fv_tensor *const *momentum_buf, const fv_sgd_coef *c) {
+  fake_optim_headers o;
+  FV_TRY(fake_optim_headers_of(&o, n, params, 1, momentum_buf, NULL, NULL));
+  int status = fv_cpu_backend.sgd_step(n, o.ptrs, momentum_buf ? o.ptrs + n : NULL, c);
+  free(o.h);
+  free(o.ptrs);
+  return status;
+}
+
+static int fake_grad_norm_part(const fv_tensor *g, int kind, double p, double *out) {
+  fv_tensor x = fake_cpu(g);
+  return fv_cpu_backend.grad_norm_part(&x, kind, p, out);
+}
+
+static int fake_grad_scale(fv_tensor *g, double coef) {
+  fv_tensor x = fake_cpu(g);
+  return fv_cpu_backend.grad_scale(&x, coef);
+}
+
 static const fv_backend fake_backend = {
     .name = "cuda",
     .device_type = FV_CUDA,
@@ -129,6 +192,10 @@ static const fv_backend fake_backend = {
     .random = fake_random,
     .nn_forward = fake_nn,
     .nn_backward = fake_nn,
+    .adam_step = fake_adam_step,
+    .sgd_step = fake_sgd_step,
+    .grad_norm_part = fake_grad_norm_part,
+    .grad_scale = fake_grad_scale,
 };
 
 #endif
