@@ -26,6 +26,8 @@
 #   build.log      the builds
 #   gpu_spec.txt   busted --tags gpu spec/cuda_spec.lua (plain output, count line last)
 #   memcheck.txt   the same under compute-sanitizer --tool memcheck (allocator cache off)
+#   bench.txt      bench/gpu.lua: fovea against PyTorch on this GPU (PYTHON: the python
+#                  with torch, default python3)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$(pwd)
@@ -120,6 +122,10 @@ if command -v compute-sanitizer >/dev/null 2>&1; then
 else
   echo "gpu spec under memcheck      skipped (no compute-sanitizer)" >>"$summary"
 fi
+
+# ---- the benchmark against PyTorch on the same GPU ----
+step "gpu bench" luajit bench/gpu.lua --python "${PYTHON:-python3}" >"$out/bench.txt" 2>&1
+grep -E '^(fovea|torch) ' "$out/bench.txt" | sed 's/^/  bench: /' >>"$summary"
 
 cat "$summary"
 exit $failed
