@@ -53,7 +53,7 @@ $(CUDA_LIB): $(CUDA_OBJECTS) $(LIB)
 	$(NVCC) -shared -cudart shared $(CUDA_ARCH) -o $@ $(CUDA_OBJECTS) -L$(BUILD) -lfovea \
 	  -L$(CUDA_HOME)/lib64 -lcudart -lcublas $(if $(filter 1,$(CUDNN)),-lcudnn) -Xlinker -rpath,'$$ORIGIN' -Xlinker -rpath,$(CUDA_HOME)/lib64
 
-$(BUILD)/cuda/%.o: cuda/%.cu cuda/common.cuh cuda/fovea_cuda.h core/fovea.h core/internal.h
+$(BUILD)/cuda/%.o: cuda/%.cu cuda/common.cuh cuda/fovea_cuda.h core/fovea.h core/internal.h core/philox.h
 	@test -n "$(NVCC)" || { echo "make cuda: nvcc not found (PATH or /usr/local/cuda/bin)"; exit 1; }
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) $(BASE_NVCCFLAGS) -c $< -o $@
