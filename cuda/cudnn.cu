@@ -24,13 +24,6 @@
 #if FV_HAVE_CUDNN
 #include <cudnn.h>
 
-/* fv_cuda_set_tf32's setting (matmul.cu keeps it private): read by setting it and
- * putting the previous value back. TODO: a getter in matmul.cu. */
-static int tf32_on(void) {
-  int previous = fv_cuda_set_tf32(1);
-  if (!previous) fv_cuda_set_tf32(0);
-  return previous;
-}
 
 static cudnnHandle_t handle;
 static int version_checked;
@@ -129,7 +122,7 @@ static int set_descs(const char *op, conv_descs &d, const fv_tensor *inp, const 
   FV_CUDNN_TRY(op, cudnnSetConvolution2dDescriptor(d.conv, (int)i[2], (int)i[3], (int)i[0], (int)i[1], (int)i[4],
                                                    (int)i[5], CUDNN_CROSS_CORRELATION, dt));
   FV_CUDNN_TRY(op, cudnnSetConvolutionGroupCount(d.conv, (int)i[6]));
-  FV_CUDNN_TRY(op, cudnnSetConvolutionMathType(d.conv, (!f64 && tf32_on()) ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+  FV_CUDNN_TRY(op, cudnnSetConvolutionMathType(d.conv, (!f64 && fv_cuda_tf32_enabled()) ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
   /* cuDNN must agree with the core's output size */
   int n, c, h, w;
   FV_CUDNN_TRY(op, cudnnGetConvolution2dForwardOutputDim(d.conv, d.x, d.w, &n, &c, &h, &w));
@@ -145,7 +138,7 @@ static conv_key key_of(const fv_tensor *inp, const fv_tensor *weight, const fv_t
   memset(&k, 0, sizeof k);
   int64_t v[18] = {inp->sizes[0], inp->sizes[1], inp->sizes[2], inp->sizes[3], weight->sizes[0], weight->sizes[2],
                    weight->sizes[3], out->sizes[2], out->sizes[3], i[0], i[1], i[2], i[3], i[4], i[5], i[6],
-                   f64, f64 ? 0 : tf32_on()};
+                   f64, f64 ? 0 : fv_cuda_tf32_enabled()};
   memcpy(k.v, v, sizeof v);
   return k;
 }

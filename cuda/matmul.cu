@@ -114,6 +114,8 @@ extern "C" int fv_cuda_blas_ready(const char *op) {
   return FV_OK;
 }
 
+int fv_cuda_tf32_enabled(void) { return tf32; }
+
 extern "C" int fv_cuda_set_tf32(int enabled) {
   std::lock_guard<std::mutex> guard(lock);
   int previous = tf32;
