@@ -1,11 +1,7 @@
 -- build_spec.lua: the public headers stay readable by ffi.cdef (no preprocessor lines),
 -- and `make install` gives a fovea that `require` finds from any directory.
-local function read(path)
-  local f = assert(io.open(path, 'rb'))
-  local s = f:read('*a')
-  f:close()
-  return s
-end
+local helpers = require 'spec.helpers'
+local read = helpers.read
 
 describe('build', function()
   it('keeps the public header free of preprocessor lines', function()

@@ -4,16 +4,10 @@
 -- references and finite differences, and the device plumbing against a stand-in
 -- backend. Under `make sanitize` they are built with the sanitizers too (FOVEA_BUILD
 -- and FOVEA_SANITIZE).
+local helpers = require 'spec.helpers'
+local run = helpers.run
 local build = os.getenv('FOVEA_BUILD') or 'build'
 local sanitize = os.getenv('FOVEA_SANITIZE') or ''
-
-local function run(cmd)
-  local p = io.popen(cmd .. ' 2>&1; echo "exit:$?"')
-  local out = p:read('*a')
-  p:close()
-  local status = tonumber(out:match('exit:(%d+)%s*$'))
-  return status, out
-end
 
 describe('C test programs', function()
   local built, build_log

@@ -7,18 +7,12 @@
 -- train.fit moving batches to the model's device (a short run on 'cuda' that must equal
 -- the cpu's bit for bit), and the GPU spec itself; the CUDA kernels are
 -- checked only on a GPU (cuda/gpu_check.sh).
+local helpers = require 'spec.helpers'
+local run = helpers.run
 local fv = require 'fovea'
 
 local build = os.getenv('FOVEA_BUILD') or 'build'
 local sanitize = os.getenv('FOVEA_SANITIZE') or ''
-
-local function run(cmd)
-  local p = io.popen(cmd .. ' 2>&1; echo "exit:$?"')
-  local out = p:read('*a')
-  p:close()
-  local status = tonumber(out:match('exit:(%d+)%s*$'))
-  return status, (out:gsub('exit:%d+%s*$', ''))
-end
 
 local function abspath(path)
   if path:sub(1, 1) == '/' then return path end

@@ -3,30 +3,12 @@
 -- clean shutdown), data sets on generated fake layouts (MESSIDOR with TIFFs written
 -- here, COVID-19 versions 1 and 2, folders, CSV), stratified splits, and the synthetic
 -- tiny-lesion generator.
+local helpers = require 'spec.helpers'
+local tmpdir, read, write = helpers.tmpdir, helpers.read, helpers.write
 local fv = require 'fovea'
 local ffi = require 'ffi'
 
 local T, D, S, fs = fv.data.transforms, fv.data.datasets, fv.data.splits, fv.data.fs
-
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  fs.mkdirs(d)
-  return d
-end
-
-local function read(path)
-  local f = assert(io.open(path, 'rb'))
-  local s = f:read('*a')
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, 'wb'))
-  f:write(s)
-  f:close()
-end
 
 local function img(rows) return fv.tensor(rows, { dtype = 'uint8' }) end
 

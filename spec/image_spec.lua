@@ -1,30 +1,12 @@
 -- image_spec.lua: fv.image, the Lua face of core/fovea_image.h: loading against the PNG
 -- fixtures, save/load round trips, errors that name the file, geometry on small known
 -- images, CLAHE against OpenCV's output, conversion to and from network tensors.
+local helpers = require 'spec.helpers'
+local tmpdir, read, write = helpers.tmpdir, helpers.read, helpers.write
 local fv = require 'fovea'
 local ffi = require 'ffi'
 
 local fixtures = 'spec/fixtures/'
-
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  fv.data.fs.mkdirs(d)
-  return d
-end
-
-local function read(path)
-  local f = assert(io.open(path, 'rb'))
-  local s = f:read('*a')
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, 'wb'))
-  f:write(s)
-  f:close()
-end
 
 -- A uint8 H x W x C image from nested tables {{{r, g, b}, ...}, ...}.
 local function img(rows) return fv.tensor(rows, { dtype = 'uint8' }) end

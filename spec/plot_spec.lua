@@ -3,24 +3,13 @@
 -- crash-cut lines) and fovea.plot (PNG files drawn by gnuplot for training curves and
 -- ROC curves; errors when gnuplot is missing or fails). Outputs go to /tmp and are
 -- removed.
+local helpers = require 'spec.helpers'
+local read, write = helpers.read, helpers.write
 local fv = require 'fovea'
 local progress = require 'fovea.progress'
 local csvlog = require 'fovea.csvlog'
 local plot = require 'fovea.plot'
 local metrics = require 'fovea.metrics'
-
-local function read(path)
-  local f = assert(io.open(path, 'rb'))
-  local s = f:read('*a')
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, 'wb'))
-  f:write(s)
-  f:close()
-end
 
 local function lines_of(s)
   local out = {}

@@ -9,6 +9,8 @@
 -- Needs Debian's /usr/bin/python3 with torch and torchvision (apt-get install
 -- python3-torch python3-torchvision); without them the cases that need them are pending.
 -- FOVEA_SPEC_VERBOSE=1 prints the measured differences to stderr.
+local helpers = require 'spec.helpers'
+local write = helpers.write
 package.path = './?.lua;./?/init.lua;' .. package.path
 local fv = require 'fovea'
 
@@ -17,12 +19,6 @@ local TOLERANCE = 1e-3 -- of max |logit|
 local NBT = 12345      -- num_batches_tracked given to every BatchNorm (an int64 check)
 
 local function succeeded(status) return status == 0 or status == true end
-
-local function write(path, s)
-  local f = assert(io.open(path, 'wb'))
-  f:write(s)
-  f:close()
-end
 
 local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 

@@ -2,18 +2,8 @@
 -- tiny built-in set writes every output the README lists; predict and gradcam read its
 -- checkpoint; --help lists the options with defaults; bad input ends with a one-line
 -- error and exit status 1; tables.lua rejects an unknown table.
-local function run(cmd)
-  local p = io.popen(cmd .. ' 2>&1; echo "exit:$?"')
-  local out = p:read('*a')
-  p:close()
-  return tonumber(out:match('exit:(%d+)%s*$')), out
-end
-
-local function exists(path)
-  local f = io.open(path, 'rb')
-  if f then f:close() end
-  return f ~= nil
-end
+local helpers = require 'spec.helpers'
+local run, exists = helpers.run, helpers.exists
 
 describe('recipes', function()
   local dir = os.tmpname()

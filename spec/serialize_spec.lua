@@ -3,31 +3,14 @@
 -- bytes on disk, a file PyTorch wrote, a file fovea wrote read by the Python reference
 -- reader (skipped when it is not installed), hostile files, and atomic writes across a
 -- crash mid-save.
+local helpers = require 'spec.helpers'
+local read, write, exists = helpers.read, helpers.write, helpers.exists
 local fv = require 'fovea'
 local ffi = require 'ffi'
 local C = fv.C
 
 ---------------------------------------------------------------------------------------
 -- helpers
-
-local function read(path)
-  local f = assert(io.open(path, 'rb'))
-  local s = f:read('*a')
-  f:close()
-  return s
-end
-
-local function write(path, bytes)
-  local f = assert(io.open(path, 'wb'))
-  f:write(bytes)
-  f:close()
-end
-
-local function exists(path)
-  local f = io.open(path, 'rb')
-  if f then f:close() end
-  return f ~= nil
-end
 
 local function succeeded(status) return status == 0 or status == true end
 

@@ -2,6 +2,8 @@
 -- an interruption (mid-epoch) or after a finished epoch ends with the same weights and
 -- metrics as an uninterrupted run; a NaN loss stops cleanly with the last good
 -- checkpoint intact.
+local helpers = require 'spec.helpers'
+local tmpdir = helpers.tmpdir
 local fv = require 'fovea'
 local nn = fv.nn
 
@@ -53,13 +55,6 @@ local function make_model()
   local net = nn.Sequential(nn.Conv2d(1, 4, 3, {padding = 1}), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.2),
     nn.GlobalAvgPool(), nn.Linear(4, 2))
   return net, fv.optim.Adam(net, {lr = 0.05})
-end
-
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  os.execute('mkdir -p ' .. d)
-  return d
 end
 
 local function weights(net)
