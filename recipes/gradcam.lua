@@ -32,7 +32,7 @@ job.main(function()
     end
   end
   local files = job.image_files(opts.images, opts.limit)
-  os.execute(("mkdir -p '%s'"):format(opts.out))
+  fv.data.fs.mkdirs(opts.out)
   for k, path in ipairs(files) do
     local img = fv.image.channels(fv.image.load(path), 3)
     local panel

@@ -168,12 +168,6 @@ end
 
 local REPORTED = { 'auc', 'sensitivity', 'specificity', 'accuracy', 'precision', 'f1' }
 
-local function write(path, text)
-  local f = assert(io.open(path, 'w'))
-  f:write(text)
-  f:close()
-end
-
 -- Trains and evaluates one row of the table over the repeats; returns the metrics of
 -- each run and the ROC curves.
 local function run_row(o, ds, row, out, transforms, positive)
@@ -244,7 +238,7 @@ function M.run_unprotected(opts, recipe)
   local T = fv.data.transforms
   local transforms = { train = T.paper_train(o.size), eval = T.paper_eval(o.size) }
   local rows = recipe.rows and recipe.rows(o) or default_rows(o)
-  os.execute(("mkdir -p '%s'"):format(o.out))
+  fv.data.fs.mkdirs(o.out)
   print(('%s: %d images, %d classes (%s); %d model(s); %dx%d, %d epochs, batch %d, lr %g, %d repeat(s)')
     :format(recipe.name, ds:size(), #ds.classes, table.concat(ds.classes, ', '), #rows, o.size, o.size, o.epochs,
       o.batch, o.lr, o.repeats))
@@ -263,8 +257,8 @@ function M.run_unprotected(opts, recipe)
   end
 
   local md, csv = fv.metrics.format_table(table_rows, { 'name', unpack(REPORTED) })
-  write(o.out .. '/results.md', md)
-  write(o.out .. '/results.csv', csv)
+  fv.data.fs.write(o.out .. '/results.md', md)
+  fv.data.fs.write(o.out .. '/results.csv', csv)
   if #all_curves > 1 then fv.plot.roc(o.out .. '/roc.png', all_curves) end
   print(('\n%s (mean +- std over %d repeat(s))\n%s'):format(recipe.name, o.repeats, md))
   print(('results: %s/results.md and results.csv; per run: log.csv, last.safetensors, best.safetensors, '

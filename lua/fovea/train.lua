@@ -35,6 +35,7 @@ local progress = require 'fovea.progress'
 local csvlog = require 'fovea.csvlog'
 local serialize = require 'fovea.serialize'
 local clock = require 'fovea.clock'
+local fs = require 'fovea.data.fs'
 
 local M = {}
 
@@ -159,7 +160,7 @@ function M.fit(opts)
   assert(o.out_dir, 'fovea: train.fit needs out_dir')
   o.epochs = o.epochs or 1
   o.loss = o.loss or F.cross_entropy
-  os.execute(("mkdir -p '%s'"):format(o.out_dir:gsub("'", "'\\''")))
+  fs.mkdirs(o.out_dir)
   o.last_path = path_join(o.out_dir, 'last.safetensors')
   local best_path = path_join(o.out_dir, 'best.safetensors')
   local log_path = path_join(o.out_dir, 'log.csv')
