@@ -14,18 +14,24 @@
 #   #   make                                                   # build/libfovea.so (and libfovea_cuda.so)
 # then run this script there with `.gpu-runtime` and `build` carried (both are in
 # .gitignore; together about 10 MB). RUNTIME_DIR defaults to .gpu-runtime.
-# libfovea.so is built there only when build/libfovea.so is missing (that needs libpng,
-# libtiff and CBLAS headers, which the device machine may lack); libfovea_cuda.so is
-# always rebuilt there with that machine's nvcc (make cuda, keeping the carried
-# libfovea.so), and the carried one is used if that build fails.
-# Environment: FOVEA_GPU_TIMEOUT (seconds per step, default 300).
+# Build both libraries here into a folder of their own, without oneDNN (40 MB that the
+# device machine lacks):  make BUILD=build-gpu DNNL= lib cuda
+# and, there, `mv build-gpu build` before this script. The carried libraries are used as
+# they are (they link cuDNN, which the device machine may have only inside PyTorch's
+# Python packages: the script finds libcudnn.so.9 there and puts it on LD_LIBRARY_PATH);
+# each is built there only when missing, or libfovea_cuda.so when FOVEA_GPU_REBUILD=1.
+# The GPU spec and the main job (recipes/messidor.lua --device cuda on the built-in set)
+# run side by side, then the benchmark alone, then the spec under memcheck.
+# Environment: FOVEA_GPU_TIMEOUT (seconds per step, default 150), FOVEA_MEMCHECK_TIMEOUT
+# (default 60), FOVEA_BENCH_RUNS (timed runs per benchmark case, default 3).
 #
 # Files written (at most 8, flat, as the device tool brings back):
 #   summary.txt    one line per step: name, status, seconds; then the spec count lines
 #   machine.txt    nvidia-smi, nvcc --version, ldd of both libraries
 #   build.log      the builds
 #   gpu_spec.txt   busted --tags gpu spec/cuda_spec.lua (plain output, count line last)
-#   memcheck.txt   the same under compute-sanitizer --tool memcheck (allocator cache off)
+#   messidor.txt   luajit recipes/messidor.lua --device cuda (built-in set)
+#   memcheck.txt   the spec under compute-sanitizer --tool memcheck (allocator cache off)
 #   bench.txt      bench/gpu.lua: fovea against PyTorch on this GPU (PYTHON: the python
 #                  with torch, default python3)
 set -uo pipefail
@@ -34,8 +40,9 @@ root=$(pwd)
 
 runtime=${1:-.gpu-runtime}
 out=${OUT:-$root/gpu-check-out}
-limit=${FOVEA_GPU_TIMEOUT:-300}
+limit=${FOVEA_GPU_TIMEOUT:-150}
 mkdir -p "$out"
+exec 3>&1 # the steps' status lines reach the terminal even when a step's output is redirected
 summary="$out/summary.txt"
 : >"$summary"
 failed=0
@@ -48,7 +55,7 @@ step() {
   timeout "$limit" "$@"
   local status=$?
   printf '%-28s %s (%ss)\n' "$name" "$([ $status -eq 0 ] && echo ok || echo "FAILED: exit $status")" \
-    "$((SECONDS - start))" >>"$summary"
+    "$((SECONDS - start))" | tee -a "$summary" >&3
   [ $status -eq 0 ] || failed=1
   return $status
 }
@@ -64,68 +71,83 @@ step() {
 if [ -f "$runtime/env.sh" ]; then
   # shellcheck disable=SC1090,SC1091
   source "$runtime/env.sh"
-  echo "runtime                      ok ($runtime)" >>"$summary"
+  echo "runtime                      ok ($runtime)" | tee -a "$summary"
 else
   echo "runtime                      MISSING: $runtime/env.sh (see the header of $0)" >>"$summary"
   failed=1
 fi
 export PATH="$PATH:/usr/local/cuda/bin"
 
-# ---- builds ----
+# ---- builds (only what was not carried) ----
 {
   if [ ! -f build/libfovea.so ]; then
     echo "== make lib (no carried build/libfovea.so)"
-    step "build libfovea.so" make -j8 lib
-  else
-    echo "== using the carried build/libfovea.so"
-    echo "build libfovea.so            carried" >>"$summary"
+    step "build libfovea.so" make -j16 DNNL= lib
   fi
-  if [ -f build/libfovea_cuda.so ]; then cp build/libfovea_cuda.so "$out/.carried_cuda.so" 2>/dev/null; fi
-  echo "== make cuda (this machine's nvcc)"
-  rm -rf build/cuda
-  if ! step "build libfovea_cuda.so" make -j8 cuda -o build/libfovea.so; then
-    if [ -f "$out/.carried_cuda.so" ]; then
-      echo "the build failed: using the carried libfovea_cuda.so"
-      cp "$out/.carried_cuda.so" build/libfovea_cuda.so
-    fi
+  if [ ! -f build/libfovea_cuda.so ] || [ "${FOVEA_GPU_REBUILD:-0}" = 1 ]; then
+    echo "== make cuda (this machine's nvcc)"
+    rm -rf build/cuda build/libfovea_cuda.so
+    step "build libfovea_cuda.so" make -j16 DNNL= cuda -o build/libfovea.so
   fi
-  rm -f "$out/.carried_cuda.so"
 } >"$out/build.log" 2>&1
+echo "libraries                    $(ls build/*.so | tr '\n' ' ')" | tee -a "$summary"
 
+# cuDNN: the toolkit's, else the one in PyTorch's Python packages (nvidia-cudnn-cu13)
+if ldd build/libfovea_cuda.so 2>/dev/null | grep -q 'libcudnn.so.9 => not found'; then
+  cudnn=$(find / -xdev -name 'libcudnn.so.9' -not -path '/proc/*' 2>/dev/null | head -n 1)
+  if [ -n "$cudnn" ]; then
+    export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$(dirname "$cudnn")"
+    echo "cudnn                        $(dirname "$cudnn")" | tee -a "$summary"
+  fi
+fi
 {
   for lib in build/libfovea.so build/libfovea_cuda.so; do
     echo "== ldd $lib"; ldd "$lib" 2>&1
   done
 } >>"$out/machine.txt"
 if ldd build/libfovea.so build/libfovea_cuda.so 2>/dev/null | grep -q 'not found'; then
-  echo "libraries                    MISSING dependencies (see machine.txt)" >>"$summary"
+  echo "libraries                    MISSING dependencies: $(ldd build/libfovea.so build/libfovea_cuda.so | grep 'not found' | sort -u | tr -s ' \n\t' ' ')" | tee -a "$summary"
   failed=1
 fi
 
-# ---- the GPU spec ----
 # busted's launcher script, run by luajit (the runtime's env.sh wraps it in a function)
 busted_bin="$runtime/root/usr/bin/busted"
 [ -f "$busted_bin" ] || busted_bin=$(type -P busted || echo busted)
+
+# ---- the main job on the GPU, beside the GPU spec ----
+(
+  step "messidor --device cuda" luajit recipes/messidor.lua --device cuda --workers 8 --threads 8 \
+    --out "$out/.messidor-run" --cache "$out/.messidor-cache" >"$out/messidor.txt" 2>&1
+  cp "$out/.messidor-run/results.md" "$out/messidor_results.md" 2>/dev/null
+  rm -rf "$out/.messidor-run" "$out/.messidor-cache"
+) &
+job=$!
+
+# ---- the GPU spec ----
 step "gpu spec" luajit "$busted_bin" --tags=gpu --output=spec/count_output.lua spec/cuda_spec.lua \
   >"$out/gpu_spec.txt" 2>&1
-tail -n 2 "$out/gpu_spec.txt" | sed 's/^/  gpu spec: /' >>"$summary"
+tail -n 2 "$out/gpu_spec.txt" | sed 's/^/  gpu spec: /' | tee -a "$summary"
 # on a GPU machine nothing may be skipped (a skip means the backend did not load)
 if grep -q '^[0-9]* skipped$' "$out/gpu_spec.txt" || ! grep -qE '^[1-9][0-9]* passed, 0 failed$' "$out/gpu_spec.txt"; then
-  echo "gpu spec                     FAILED: cases skipped or none passed (see gpu_spec.txt)" >>"$summary"
+  echo "gpu spec                     FAILED: cases skipped or failed (see gpu_spec.txt)" | tee -a "$summary"
   failed=1
 fi
+wait "$job" || failed=1
+grep -E 'epoch|auc|AUC|error|rror' "$out/messidor.txt" | tail -n 4 | sed 's/^/  messidor: /' | tee -a "$summary"
 
+# ---- the benchmark against PyTorch on the same GPU (alone on the GPU) ----
+step "gpu bench" luajit bench/gpu.lua --runs "${FOVEA_BENCH_RUNS:-3}" --python "${PYTHON:-python3}" \
+  >"$out/bench.txt" 2>&1
+grep -E '^(fovea|torch) ' "$out/bench.txt" | sed 's/^/  bench: /' | tee -a "$summary"
+
+# ---- the spec again under memcheck, as far as its time limit allows ----
 if command -v compute-sanitizer >/dev/null 2>&1; then
-  step "gpu spec under memcheck" env FOVEA_NO_ALLOC_CACHE=1 compute-sanitizer --tool memcheck --error-exitcode 3 \
+  limit=${FOVEA_MEMCHECK_TIMEOUT:-60} step "gpu spec under memcheck" env FOVEA_NO_ALLOC_CACHE=1 \
+    compute-sanitizer --tool memcheck --error-exitcode 3 \
     luajit "$busted_bin" --tags=gpu --output=spec/count_output.lua spec/cuda_spec.lua >"$out/memcheck.txt" 2>&1
-  grep -E 'ERROR SUMMARY|passed, ' "$out/memcheck.txt" | tail -n 2 | sed 's/^/  memcheck: /' >>"$summary"
+  grep -E 'ERROR SUMMARY|passed, ' "$out/memcheck.txt" | tail -n 2 | sed 's/^/  memcheck: /' | tee -a "$summary"
 else
-  echo "gpu spec under memcheck      skipped (no compute-sanitizer)" >>"$summary"
+  echo "gpu spec under memcheck      skipped (no compute-sanitizer)" | tee -a "$summary"
 fi
 
-# ---- the benchmark against PyTorch on the same GPU ----
-step "gpu bench" luajit bench/gpu.lua --python "${PYTHON:-python3}" >"$out/bench.txt" 2>&1
-grep -E '^(fovea|torch) ' "$out/bench.txt" | sed 's/^/  bench: /' >>"$summary"
-
-cat "$summary"
 exit $failed

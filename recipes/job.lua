@@ -166,6 +166,18 @@ local function gradcam_panels(net, test_set, transform, dir, n, positive)
   return written
 end
 
+-- Plots need gnuplot; without it the run still writes every result and says once why
+-- curves.png and roc.png are missing.
+local plot_warned = false
+local function plot(fn, ...)
+  local ok, why = fv.plot.available()
+  if ok then return fn(...) end
+  if not plot_warned then
+    io.stderr:write('warning: plots skipped (curves.png, roc.png): ' .. why .. '\n')
+    plot_warned = true
+  end
+end
+
 local REPORTED = { 'auc', 'sensitivity', 'specificity', 'accuracy', 'precision', 'f1' }
 
 -- Trains and evaluates one row of the table over the repeats; returns the metrics of
@@ -190,13 +202,13 @@ local function run_row(o, ds, row, out, transforms, positive)
       out_dir = dir, resume = o.resume, positive = positive, metadata = M.model_metadata(row.model, o, ds) }
     local ev = fv.train.evaluate(net, test_loader, { positive = positive })
     runs[#runs + 1] = ev.metrics
-    fv.plot.training(dir .. '/curves.png', dir .. '/log.csv')
+    plot(fv.plot.training, dir .. '/curves.png', dir .. '/log.csv')
     if classes == 2 then
       local scores = {}
       for i, p in ipairs(ev.probs) do scores[i] = p[positive] end
       local roc = fv.metrics.roc_curve(ev.labels, scores, { positive = positive })
       curves[#curves + 1] = { name = ('%s, run %d'):format(row.label, run), fpr = roc.fpr, tpr = roc.tpr, auc = roc.auc }
-      fv.plot.roc(dir .. '/roc.png', { curves[#curves] })
+      plot(fv.plot.roc, dir .. '/roc.png', { curves[#curves] })
     end
     gradcam_panels(net, test_set, transforms.eval, dir, o.gradcam, positive)
     train_loader:close()
@@ -259,7 +271,7 @@ function M.run_unprotected(opts, recipe)
   local md, csv = fv.metrics.format_table(table_rows, { 'name', unpack(REPORTED) })
   fv.data.fs.write(o.out .. '/results.md', md)
   fv.data.fs.write(o.out .. '/results.csv', csv)
-  if #all_curves > 1 then fv.plot.roc(o.out .. '/roc.png', all_curves) end
+  if #all_curves > 1 then plot(fv.plot.roc, o.out .. '/roc.png', all_curves) end
   print(('\n%s (mean +- std over %d repeat(s))\n%s'):format(recipe.name, o.repeats, md))
   print(('results: %s/results.md and results.csv; per run: log.csv, last.safetensors, best.safetensors, '
     .. 'curves.png, roc.png, gradcam-*.png'):format(o.out))
