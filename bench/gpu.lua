@@ -2,6 +2,8 @@
 -- (bench/gpu_torch.py): the dual-branch ResNet18 training step at 386x386 with batch 4
 -- and 32 (images per second, peak GPU memory), and fused NAM forward + backward against
 -- PyTorch's scaled_dot_product_attention at N = 9,409 (97x97) and 37,249 (193x193).
+-- Also, fovea alone: the step without the NAM branch (where the time goes) and the
+-- dual model with NAM at the stem (N = 37,249) at batch 4.
 -- Needs a GPU and the CUDA backend (make cuda); cuda/gpu_check.sh runs it.
 --   luajit bench/gpu.lua [--runs 5] [--python python3]
 package.path = './?.lua;./?/init.lua;./lua/?.lua;./lua/?/init.lua;' .. package.path
@@ -49,6 +51,31 @@ for _, batch in ipairs { 4, 32 } do
   print(('fovea  step size=386 batch=%d images_per_s=%.2f peak_mb=%.1f'):format(batch, batch / seconds,
     fv.cuda.memory_stats().peak / 2 ^ 20))
   print('torch  ' .. peer(('step 386 %d %d'):format(batch, opts.runs)))
+  -- where the time goes: the same step without the NAM branch (fovea alone)
+  model = models.build { name = 'dual', classes = 2, variant = 'baseline' }:cuda()
+  opt = fv.optim.Adam(model, { lr = 2e-4 })
+  seconds = timed(function()
+    opt:zero_grad()
+    fv.F.cross_entropy(model(x), y):backward()
+    opt:step()
+  end)
+  print(('fovea  step size=386 batch=%d variant=baseline images_per_s=%.2f'):format(batch, batch / seconds))
+end
+-- the acceptance case: NAM at the stem (N = 193 x 193 = 37,249 positions) at batch 4
+do
+  fv.manual_seed(0)
+  local model = models.build { name = 'dual', classes = 2, nam_at = 0 }:cuda()
+  local opt = fv.optim.Adam(model, { lr = 2e-4 })
+  local x = fv.randn({ 4, 3, 386, 386 }, { device = 'cuda' })
+  local y = fv.tensor({ 1, 2, 1, 2 }, { dtype = 'int64' }):cuda()
+  fv.cuda.reset_peak()
+  local seconds = timed(function()
+    opt:zero_grad()
+    fv.F.cross_entropy(model(x), y):backward()
+    opt:step()
+  end)
+  print(('fovea  step size=386 batch=4 nam_at=0 images_per_s=%.2f peak_mb=%.1f'):format(4 / seconds,
+    fv.cuda.memory_stats().peak / 2 ^ 20))
 end
 for _, side in ipairs { 97, 193 } do
   local n = side * side

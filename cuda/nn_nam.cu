@@ -1,13 +1,14 @@
 /* nn_nam.cu: the fused NAM attention (FV_OP_NAM) on the GPU, float32 and float64:
  *   out_i = sum_j softmax_j(scale * q_i . k_j) v_j,  lse_i = log sum_j exp(scale * q_i . k_j)
  * with q (B, N, D), k (B, M, D), v (B, M, Cv), out (B, N, Cv), lse (B, N); the N x M score
- * matrix is never stored. A straightforward first version, correctness over speed: one
+ * matrix is never stored. The simple kernels, correctness over speed: one
  * thread per query row; forward makes two passes over the keys (an online max and sum
  * giving lse, then out_i = sum_j exp(s_ij - lse_i) v_j accumulated in the output row),
  * backward recomputes p_ij = exp(s_ij - lse_i) and adds dq_i itself and dk_j, dv_j with
  * atomicAdd. Dot products and sums in the element type (float for float32), the max and
  * softmax sum in double. Backward accumulates (+=) into dq, dk, dv (each may be NULL).
- * To do: a tiled flash-attention kernel (shared-memory K/V tiles, tensor cores).
+ * These run float64 and the shapes that nn_nam_flash.cu's tiled float32 kernels leave
+ * (D or Cv over 128, no keys); the tiled kernels take the rest.
  * Build: nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/nn_nam.cu -o build/cuda/nn_nam.o */
 #include "nn_common.cuh"
 
@@ -87,5 +88,8 @@ template <typename T> static int nam_run(const fv_nn_call *c, int backward) {
 }
 
 int fv_cuda_nn_nam(const fv_nn_call *c, int backward) {
+  int taken = 0;
+  const int status = fv_cuda_nam_flash(c, backward, &taken);
+  if (taken) return status;
   return fv_nn_is_f64(c) ? nam_run<double>(c, backward) : nam_run<float>(c, backward);
 }

@@ -575,7 +575,11 @@ describe('cuda #gpu', function()
   gpu_it('computes NAM attention (fused) and criss-cross attention with gradients as the CPU does', function()
     local atol = { float64 = { 1e-11, 1e-11 }, float32 = { 1e-4, 1e-5 } }
     for dt, t in pairs(atol) do
-      for _, s in ipairs { { 2, 5, 7, 4, 3 }, { 1, 33, 70, 16, 8 } } do
+      -- B, N, M, D, Cv: single tiles, several 64-row query and key tiles with ragged
+      -- ends, widths padded inside the tiled kernels (40 -> 64, 72 -> 128), and D over
+      -- 128 (the simple kernels)
+      for _, s in ipairs { { 2, 5, 7, 4, 3 }, { 1, 33, 70, 16, 8 }, { 2, 130, 75, 32, 64 }, { 1, 70, 129, 40, 72 },
+        { 1, 9, 10, 130, 3 } } do
         local B, N, M, D, Cv = unpack(s)
         local q = sample({ B, N, D }, { dtype = dt, seed = 21 })
         local k = sample({ B, M, D }, { dtype = dt, seed = 22 })
@@ -636,6 +640,26 @@ describe('cuda #gpu', function()
       end
     end
   end
+
+  gpu_it('draws Grad-CAM maps of a model on the GPU as on the CPU', function()
+    local models = require 'models'
+    fv.manual_seed(5)
+    local net = models.build { name = 'dual', classes = 2 }
+    local x = sample({ 2, 3, 64, 64 }, { seed = 12 })
+    local want = fv.gradcam.maps(net, x, { class = 2 })
+    net:cuda()
+    local tf32 = fv.cuda.set_tf32(false)
+    local ok, got = pcall(fv.gradcam.maps, net, x, { class = 2 }) -- x stays on the CPU
+    fv.cuda.set_tf32(tf32)
+    if standin then
+      assert.is_false(ok)
+      assert.matches('not implemented on cuda yet', got)
+      return
+    end
+    assert(ok, got)
+    assert.equals('cpu', got:device())
+    same(want, got, 1e-3, 1e-3, 'Grad-CAM maps')
+  end)
 
   gpu_it('steps Adam, AdamW and amsgrad as the CPU does, bit for bit', function()
     optim_compare('Adam', function(ps) return fv.optim.Adam(ps, { lr = 1e-2, weight_decay = 0.1 }) end,

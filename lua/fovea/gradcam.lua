@@ -3,7 +3,8 @@
 -- the map of class c is ReLU(sum_k w_k A_k) with w_k = the mean over positions of
 -- d(score_c)/dA_k (the score before softmax), upsampled bilinearly to the input size and
 -- min-max normalised to [0, 1].
---   local cams = fv.gradcam.maps(model, x, {class = 2})   -- (B, H, W) float32 in [0, 1]
+--   local cams = fv.gradcam.maps(model, x, {class = 2})   -- (B, H, W) float32 in [0, 1], on the CPU
+--   (x may be on any device: it runs where the model's parameters are)
 --   local rgb = fv.gradcam.overlay(image_hwc_uint8, cams[1], {alpha = 0.5})  -- H x W x 3 uint8
 --   fv.gradcam.save_panel(path, {rgb_a, rgb_b, ...})     -- side by side, one PNG
 local tensor = require 'fovea.tensor'
@@ -19,6 +20,9 @@ function M.maps(model, x, opts)
   if not (model.fused_map and model.classify) then
     raise('fovea: gradcam: the model needs :fused_map(x) and :classify(map) (the dual-branch models have them)')
   end
+  local params = model:parameters()
+  local device = params[1] and params[1]:device() or 'cpu'
+  x = x:to(device)
   local was_training = model.training
   model:evaluate()
   local map = tensor.no_grad(function() return model:fused_map(x) end):detach()
@@ -29,10 +33,11 @@ function M.maps(model, x, opts)
   if opts.class then
     for i = 1, b do classes[i] = opts.class end
   else
-    classes = logits:argmax(2):totable()
+    classes = logits:argmax(2):cpu():totable()
   end
   local onehot = tensor.zeros({ b, k })
   for i = 1, b do onehot:set(1, i, classes[i]) end
+  onehot = onehot:to(device)
   ;(logits * onehot):sum():backward()
   model:train(was_training)
   local grad = map.grad
@@ -41,7 +46,7 @@ function M.maps(model, x, opts)
   cam = F.interpolate(cam, { x:size(3), x:size(4) }):squeeze(2)          -- (B, H, W)
   local lo = cam:view(b, -1):min(2):view(b, 1, 1)
   local hi = cam:view(b, -1):max(2):view(b, 1, 1)
-  return (cam - lo) / (hi - lo):maximum(1e-12), classes
+  return ((cam - lo) / (hi - lo):maximum(1e-12)):cpu(), classes
 end
 
 -- The jet colour map of v in [0, 1] (H, W) as (3, H, W) floats in [0, 1].

@@ -1,0 +1,356 @@
+/* nn_nam_flash.cu: the fused NAM attention for float32 as tiled flash-attention kernels
+ * (FlashAttention-2's schedule on CUDA cores, exact float32: fmaf, no TF32):
+ *   forward   a block per (64 query rows, batch): the query tile stays in shared memory,
+ *             64-key tiles of K and V stream through it; scores, the online row max and
+ *             sum, and the output rows live in registers; P goes through shared memory to
+ *             meet V. Writes out (B, N, Cv) and lse (B, N).
+ *   backward  delta_i = dout_i . out_i (a thread per row), then two kernels that need no
+ *             atomics (so gradients are the same on every run): a block per 64-key tile
+ *             recomputes P and dP against every query tile and accumulates dK and dV in
+ *             registers; a block per 64-query tile recomputes them against every key tile
+ *             and accumulates dQ. Each adds (+=) into its gradient, which may be NULL.
+ * Block: 256 threads as 16 x 16; thread (ty, tx) owns rows 4*ty .. 4*ty+3 of its tile and
+ * columns tx, tx+16, ... (conflict-free shared-memory columns). D and Cv are padded to
+ * the template's DP and CP (16, 32, 64, 128) with zeros in shared memory.
+ * fv_cuda_nam_flash() returns 0 when it does not take the call (float64, D or Cv over
+ * 128, no keys); nn_nam.cu then runs its simple kernels.
+ * Build: nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/nn_nam_flash.cu -o build/cuda/nn_nam_flash.o */
+#include "nn_common.cuh"
+
+namespace {
+
+constexpr int TILE = 64;     /* query rows and key columns per tile */
+constexpr int THREADS = 256; /* 16 x 16 */
+constexpr int PS = TILE + 1; /* row stride of the 64 x 64 score tiles in shared memory */
+
+/* dst[r][c] (row stride ld) = src[(r0 + r) * cols + c] for r < 64, c < W; zero outside
+ * rows x cols. */
+template <int W>
+__device__ __forceinline__ void load_tile(float *dst, int ld, const float *src, int64_t r0, int64_t rows, int cols) {
+  for (int e = threadIdx.x; e < TILE * W; e += THREADS) {
+    const int r = e / W, c = e % W;
+    const int64_t gr = r0 + r;
+    dst[r * ld + c] = (gr < rows && c < cols) ? src[gr * cols + c] : 0.f;
+  }
+}
+
+/* Sum and max over the 16 threads of a row group (lanes 0-15 or 16-31 of a warp). */
+__device__ __forceinline__ float group_sum(float v) {
+  for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float group_max(float v) {
+  for (int o = 8; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+/* s[i][j] = a[4*ty + i] . b[tx + 16*j] over n (rows of a and b in shared memory). */
+template <int n>
+__device__ __forceinline__ void dots(float (&s)[4][4], const float *a, int lda, const float *b, int ldb) {
+  const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+#pragma unroll
+    for (int j = 0; j < 4; j++) s[i][j] = 0.f;
+#pragma unroll 8
+  for (int d = 0; d < n; d++) {
+    float x[4], y[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) x[i] = a[(4 * ty + i) * lda + d];
+#pragma unroll
+    for (int j = 0; j < 4; j++) y[j] = b[(tx + 16 * j) * ldb + d];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+      for (int j = 0; j < 4; j++) s[i][j] = fmaf(x[i], y[j], s[i][j]);
+  }
+}
+
+/* acc[i][c] += sum_k w[4*ty + i][k] * m[k][tx + 16*c] for k < 64: a 64 x 64 weight tile
+ * (stride PS) times a 64 x W tile (stride ldm). */
+template <int W>
+__device__ __forceinline__ void accumulate(float (&acc)[4][W / 16], const float *w, const float *m, int ldm) {
+  const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
+#pragma unroll 4
+  for (int k = 0; k < TILE; k++) {
+    float x[4], y[W / 16];
+#pragma unroll
+    for (int i = 0; i < 4; i++) x[i] = w[(4 * ty + i) * PS + k];
+#pragma unroll
+    for (int c = 0; c < W / 16; c++) y[c] = m[k * ldm + tx + 16 * c];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+      for (int c = 0; c < W / 16; c++) acc[i][c] = fmaf(x[i], y[c], acc[i][c]);
+  }
+}
+
+/* g[(r0 + 4*ty + i) * cols + tx + 16*c] += acc[i][c] inside rows x cols; g may be NULL. */
+template <int W>
+__device__ __forceinline__ void add_rows(float *g, const float (&acc)[4][W / 16], int64_t r0, int64_t rows, int cols) {
+  if (!g) return;
+  const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const int64_t r = r0 + 4 * ty + i;
+    if (r >= rows) continue;
+#pragma unroll
+    for (int c = 0; c < W / 16; c++)
+      if (tx + 16 * c < cols) g[r * cols + tx + 16 * c] += acc[i][c];
+  }
+}
+
+template <int DP, int CP>
+__global__ void __launch_bounds__(THREADS)
+    flash_forward(float *out, float *lse, const float *q, const float *k, const float *v, int64_t N, int64_t M,
+                  int D, int Cv, float scale) {
+  extern __shared__ float smem[];
+  float *Qs = smem;                  /* (64, DP + 1) */
+  float *Ks = Qs + TILE * (DP + 1);  /* (64, DP + 1) */
+  float *Vs = Ks + TILE * (DP + 1);  /* (64, CP) */
+  float *Ps = Vs + TILE * CP;        /* (64, PS) */
+  const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
+  const int64_t b = blockIdx.y, row0 = (int64_t)blockIdx.x * TILE;
+  const float *kb = k + b * M * D, *vb = v + b * M * Cv;
+  load_tile<DP>(Qs, DP + 1, q + b * N * D, row0, N, D);
+  float o[4][CP / 16], m[4], l[4];
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    m[i] = -INFINITY;
+    l[i] = 0.f;
+#pragma unroll
+    for (int c = 0; c < CP / 16; c++) o[i][c] = 0.f;
+  }
+  for (int64_t c0 = 0; c0 < M; c0 += TILE) {
+    __syncthreads(); /* the last tile's K, V and P are used up */
+    load_tile<DP>(Ks, DP + 1, kb, c0, M, D);
+    load_tile<CP>(Vs, CP, vb, c0, M, Cv);
+    __syncthreads();
+    float s[4][4];
+    dots<DP>(s, Qs, DP + 1, Ks, DP + 1);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < 4; j++) {
+        s[i][j] = (c0 + tx + 16 * j < M) ? s[i][j] * scale : -INFINITY;
+        mx = fmaxf(mx, s[i][j]);
+      }
+      const float mnew = fmaxf(m[i], group_max(mx)); /* finite: column c0 is a key */
+      const float alpha = expf(m[i] - mnew);
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < 4; j++) {
+        const float p = expf(s[i][j] - mnew);
+        Ps[(4 * ty + i) * PS + tx + 16 * j] = p;
+        sum += p;
+      }
+      l[i] = l[i] * alpha + group_sum(sum);
+      m[i] = mnew;
+#pragma unroll
+      for (int c = 0; c < CP / 16; c++) o[i][c] *= alpha;
+    }
+    __syncthreads();
+    accumulate<CP>(o, Ps, Vs, CP);
+  }
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const int64_t r = row0 + 4 * ty + i;
+    if (r >= N) continue;
+    const float inv = 1.f / l[i];
+#pragma unroll
+    for (int c = 0; c < CP / 16; c++)
+      if (tx + 16 * c < Cv) out[(b * N + r) * Cv + tx + 16 * c] = o[i][c] * inv;
+    if (tx == 0) lse[b * N + r] = m[i] + logf(l[i]);
+  }
+}
+
+/* delta[r] = dout[r] . out[r] over Cv, for the B * N rows */
+__global__ void flash_delta(float *delta, const float *dout, const float *out, int64_t rows, int Cv) {
+  for (int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; r < rows; r += (int64_t)gridDim.x * blockDim.x) {
+    float s = 0.f;
+    for (int c = 0; c < Cv; c++) s = fmaf(dout[r * Cv + c], out[r * Cv + c], s);
+    delta[r] = s;
+  }
+}
+
+/* dK and dV of one 64-key tile against every query tile. Thread rows are keys here. */
+template <int DP, int CP>
+__global__ void __launch_bounds__(THREADS)
+    flash_dkdv(float *dk, float *dv, const float *q, const float *k, const float *v, const float *dout,
+               const float *lse, const float *delta, int64_t N, int64_t M, int D, int Cv, float scale) {
+  extern __shared__ float smem[];
+  float *Ks = smem;                   /* (64, DP + 1) */
+  float *Vs = Ks + TILE * (DP + 1);   /* (64, CP + 1) */
+  float *Qs = Vs + TILE * (CP + 1);   /* (64, DP + 1) */
+  float *dOs = Qs + TILE * (DP + 1);  /* (64, CP + 1) */
+  float *Ps = dOs + TILE * (CP + 1);  /* (64, PS): P transposed, keys x queries */
+  float *dSs = Ps + TILE * PS;        /* (64, PS): dS transposed */
+  float *Ls = dSs + TILE * PS;        /* (64): lse of the query tile, +inf past N */
+  float *Dl = Ls + TILE;              /* (64): delta of the query tile */
+  const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
+  const int64_t b = blockIdx.y, key0 = (int64_t)blockIdx.x * TILE;
+  const float *qb = q + b * N * D, *ob = dout + b * N * Cv;
+  load_tile<DP>(Ks, DP + 1, k + b * M * D, key0, M, D);
+  load_tile<CP>(Vs, CP + 1, v + b * M * Cv, key0, M, Cv);
+  float dka[4][DP / 16], dva[4][CP / 16];
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+#pragma unroll
+    for (int c = 0; c < DP / 16; c++) dka[i][c] = 0.f;
+#pragma unroll
+    for (int c = 0; c < CP / 16; c++) dva[i][c] = 0.f;
+  }
+  for (int64_t r0 = 0; r0 < N; r0 += TILE) {
+    __syncthreads(); /* the last query tile is used up */
+    load_tile<DP>(Qs, DP + 1, qb, r0, N, D);
+    load_tile<CP>(dOs, CP + 1, ob, r0, N, Cv);
+    if (threadIdx.x < TILE) {
+      const int64_t r = r0 + threadIdx.x;
+      Ls[threadIdx.x] = r < N ? lse[b * N + r] : INFINITY;
+      Dl[threadIdx.x] = r < N ? delta[b * N + r] : 0.f;
+    }
+    __syncthreads();
+    float s[4][4], dp[4][4];
+    dots<DP>(s, Ks, DP + 1, Qs, DP + 1);
+    dots<CP>(dp, Vs, CP + 1, dOs, CP + 1);
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+      for (int j = 0; j < 4; j++) {
+        const int qc = tx + 16 * j;
+        const float p = expf(s[i][j] * scale - Ls[qc]);
+        Ps[(4 * ty + i) * PS + qc] = p;
+        dSs[(4 * ty + i) * PS + qc] = p * (dp[i][j] - Dl[qc]) * scale;
+      }
+    __syncthreads();
+    accumulate<CP>(dva, Ps, dOs, CP + 1);
+    accumulate<DP>(dka, dSs, Qs, DP + 1);
+  }
+  add_rows<DP>(dk ? dk + b * M * D : NULL, dka, key0, M, D);
+  add_rows<CP>(dv ? dv + b * M * Cv : NULL, dva, key0, M, Cv);
+}
+
+/* dQ of one 64-query tile against every key tile. Thread rows are queries. */
+template <int DP, int CP>
+__global__ void __launch_bounds__(THREADS)
+    flash_dq(float *dq, const float *q, const float *k, const float *v, const float *dout, const float *lse,
+             const float *delta, int64_t N, int64_t M, int D, int Cv, float scale) {
+  extern __shared__ float smem[];
+  float *Qs = smem;                   /* (64, DP + 1) */
+  float *dOs = Qs + TILE * (DP + 1);  /* (64, CP + 1) */
+  float *Ks = dOs + TILE * (CP + 1);  /* (64, DP + 1) */
+  float *Vs = Ks + TILE * (DP + 1);   /* (64, CP + 1) */
+  float *dSs = Vs + TILE * (CP + 1);  /* (64, PS) */
+  const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
+  const int64_t b = blockIdx.y, row0 = (int64_t)blockIdx.x * TILE;
+  const float *kb = k + b * M * D, *vb = v + b * M * Cv;
+  load_tile<DP>(Qs, DP + 1, q + b * N * D, row0, N, D);
+  load_tile<CP>(dOs, CP + 1, dout + b * N * Cv, row0, N, Cv);
+  float L[4], Dr[4], dqa[4][DP / 16];
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const int64_t r = row0 + 4 * ty + i;
+    L[i] = r < N ? lse[b * N + r] : INFINITY;
+    Dr[i] = r < N ? delta[b * N + r] : 0.f;
+#pragma unroll
+    for (int c = 0; c < DP / 16; c++) dqa[i][c] = 0.f;
+  }
+  for (int64_t c0 = 0; c0 < M; c0 += TILE) {
+    __syncthreads(); /* the last key tile is used up */
+    load_tile<DP>(Ks, DP + 1, kb, c0, M, D);
+    load_tile<CP>(Vs, CP + 1, vb, c0, M, Cv);
+    __syncthreads();
+    float s[4][4], dp[4][4];
+    dots<DP>(s, Qs, DP + 1, Ks, DP + 1);
+    dots<CP>(dp, dOs, CP + 1, Vs, CP + 1);
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+      for (int j = 0; j < 4; j++) {
+        const float p = (c0 + tx + 16 * j < M) ? expf(s[i][j] * scale - L[i]) : 0.f;
+        dSs[(4 * ty + i) * PS + tx + 16 * j] = p * (dp[i][j] - Dr[i]) * scale;
+      }
+    __syncthreads();
+    accumulate<DP>(dqa, dSs, Ks, DP + 1);
+  }
+  add_rows<DP>(dq ? dq + b * N * D : NULL, dqa, row0, N, D);
+}
+
+/* Shared bytes of each kernel for DP, CP. */
+constexpr size_t forward_smem(int DP, int CP) { return sizeof(float) * TILE * (2 * (DP + 1) + CP + PS); }
+constexpr size_t dkdv_smem(int DP, int CP) {
+  return sizeof(float) * (TILE * (2 * (DP + 1) + 2 * (CP + 1) + 2 * PS) + 2 * TILE);
+}
+constexpr size_t dq_smem(int DP, int CP) { return sizeof(float) * TILE * (2 * (DP + 1) + 2 * (CP + 1) + PS); }
+
+/* Launches kernel with smem dynamic shared bytes (opting in above 48 KiB once). */
+template <typename K, typename... A>
+static int launch(K kernel, const char *op, dim3 grid, size_t smem, A... args) {
+  FV_CUDA_TRY(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  kernel<<<grid, THREADS, smem, fv_cuda_stream>>>(args...);
+  FV_CUDA_LAUNCHED(op);
+  return FV_OK;
+}
+
+template <int DP, int CP> static int run(const fv_nn_call *c, int backward) {
+  const fv_tensor *q = c->t[backward ? 4 : 2], *k = c->t[backward ? 5 : 3], *v = c->t[backward ? 6 : 4];
+  const int64_t B = q->sizes[0], N = q->sizes[1], M = k->sizes[1];
+  const int D = (int)q->sizes[2], Cv = (int)v->sizes[2];
+  const float scale = (float)c->d[0];
+  const dim3 rows_grid((unsigned)((N + TILE - 1) / TILE), (unsigned)B);
+  if (!backward)
+    return launch(flash_forward<DP, CP>, "nam_attention", rows_grid, forward_smem(DP, CP), fv_nn_ptr<float>(c, 0),
+                  fv_nn_ptr<float>(c, 1), fv_nn_ptr<float>(c, 2), fv_nn_ptr<float>(c, 3), fv_nn_ptr<float>(c, 4), N,
+                  M, D, Cv, scale);
+  float *dq = fv_nn_ptr<float>(c, 0), *dk = fv_nn_ptr<float>(c, 1), *dv = fv_nn_ptr<float>(c, 2);
+  const float *dout = fv_nn_ptr<float>(c, 3), *qp = fv_nn_ptr<float>(c, 4), *kp = fv_nn_ptr<float>(c, 5),
+              *vp = fv_nn_ptr<float>(c, 6), *out = fv_nn_ptr<float>(c, 7), *lse = fv_nn_ptr<float>(c, 8);
+  const size_t delta_bytes = sizeof(float) * (size_t)(B * N);
+  float *delta = (float *)fv_cuda_alloc(delta_bytes); /* (B, N) */
+  if (!delta) return fv_last_status() ? fv_last_status() : fv_fail(FV_ERR_MEMORY, "nam_attention backward: no memory");
+  int status = FV_OK;
+  flash_delta<<<fv_nn_row_blocks(B * N), 256, 0, fv_cuda_stream>>>(delta, dout, out, B * N, Cv);
+  if (cudaGetLastError() != cudaSuccess)
+    status = fv_fail(FV_ERR_DEVICE, "nam_attention backward: the delta kernel did not launch");
+  if (status == FV_OK && (dk || dv))
+    status = launch(flash_dkdv<DP, CP>, "nam_attention backward (dk, dv)",
+                    dim3((unsigned)((M + TILE - 1) / TILE), (unsigned)B), dkdv_smem(DP, CP), dk, dv, qp, kp, vp, dout,
+                    (const float *)lse, (const float *)delta, N, M, D, Cv, scale);
+  if (status == FV_OK && dq)
+    status = launch(flash_dq<DP, CP>, "nam_attention backward (dq)", rows_grid, dq_smem(DP, CP), dq, qp, kp, vp, dout,
+                    (const float *)lse, (const float *)delta, N, M, D, Cv, scale);
+  fv_cuda_free(delta, delta_bytes);
+  return status;
+}
+
+/* The padded width for n: 16, 32, 64 or 128; 0 over 128. */
+int padded(int64_t n) { return n <= 16 ? 16 : n <= 32 ? 32 : n <= 64 ? 64 : n <= 128 ? 128 : 0; }
+
+template <int DP> static int run_cp(const fv_nn_call *c, int backward, int cp) {
+  switch (cp) {
+  case 16:
+  case 32: return run<DP, 32>(c, backward);
+  case 64: return run<DP, 64>(c, backward);
+  default: return run<DP, 128>(c, backward);
+  }
+}
+
+} // namespace
+
+/* Runs the call and sets *taken, or leaves *taken 0 for nn_nam.cu's simple kernels. */
+int fv_cuda_nam_flash(const fv_nn_call *c, int backward, int *taken) {
+  *taken = 0;
+  if (fv_nn_is_f64(c)) return FV_OK;
+  const fv_tensor *q = c->t[backward ? 4 : 2], *k = c->t[backward ? 5 : 3], *v = c->t[backward ? 6 : 4];
+  const int dp = padded(q->sizes[2]), cp = padded(v->sizes[2]);
+  const int64_t B = q->sizes[0], N = q->sizes[1], M = k->sizes[1];
+  if (!dp || !cp || M == 0 || B * N == 0 || B > 65535) return FV_OK;
+  *taken = 1;
+  switch (dp) {
+  case 16: return run_cp<16>(c, backward, cp);
+  case 32: return run_cp<32>(c, backward, cp);
+  case 64: return run_cp<64>(c, backward, cp);
+  default: return run_cp<128>(c, backward, cp);
+  }
+}
