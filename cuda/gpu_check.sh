@@ -21,7 +21,7 @@
 # Python packages: the script finds libcudnn.so.9 there and puts it on LD_LIBRARY_PATH);
 # each is built there only when missing, or libfovea_cuda.so when FOVEA_GPU_REBUILD=1.
 # The GPU spec and the main job (recipes/messidor.lua --device cuda on the built-in set)
-# run side by side, then the benchmark alone, then the spec under memcheck.
+# run side by side, then the benchmark alone, the profile, and the spec under memcheck.
 # Environment: FOVEA_GPU_TIMEOUT (seconds per step, default 150), FOVEA_MEMCHECK_TIMEOUT
 # (default 60), FOVEA_BENCH_RUNS (timed runs per benchmark case, default 3).
 #
@@ -30,8 +30,10 @@
 #   machine.txt    nvidia-smi, nvcc --version, ldd of both libraries
 #   build.log      the builds
 #   gpu_spec.txt   busted --tags gpu spec/cuda_spec.lua (plain output, count line last)
-#   messidor.txt   luajit recipes/messidor.lua --device cuda (built-in set)
-#   memcheck.txt   the spec under compute-sanitizer --tool memcheck (allocator cache off)
+#   messidor.txt   luajit recipes/messidor.lua --device cuda (built-in set), then results.md
+#   profile.txt    bench/gpu_profile.lua with FOVEA_CUDA_PROFILE=1: GPU time per backend op
+#   memcheck.txt   the spec under compute-sanitizer --tool memcheck (allocator cache off;
+#                  busted's TAP output names each case as it ends)
 #   bench.txt      bench/gpu.lua: fovea against PyTorch on this GPU (PYTHON: the python
 #                  with torch, default python3)
 set -uo pipefail
@@ -118,7 +120,7 @@ busted_bin="$runtime/root/usr/bin/busted"
 (
   step "messidor --device cuda" luajit recipes/messidor.lua --device cuda --workers 8 --threads 8 \
     --out "$out/.messidor-run" --cache "$out/.messidor-cache" >"$out/messidor.txt" 2>&1
-  cp "$out/.messidor-run/results.md" "$out/messidor_results.md" 2>/dev/null
+  { echo "== results.md"; cat "$out/.messidor-run/results.md"; } >>"$out/messidor.txt" 2>&1
   rm -rf "$out/.messidor-run" "$out/.messidor-cache"
 ) &
 job=$!
@@ -140,12 +142,16 @@ step "gpu bench" luajit bench/gpu.lua --runs "${FOVEA_BENCH_RUNS:-3}" --python "
   >"$out/bench.txt" 2>&1
 grep -E '^(fovea|torch) ' "$out/bench.txt" | sed 's/^/  bench: /' | tee -a "$summary"
 
+# ---- where a training step's time goes: every backend call timed (FOVEA_CUDA_PROFILE) ----
+step "gpu profile" env FOVEA_CUDA_PROFILE=1 luajit bench/gpu_profile.lua >"$out/profile.txt" 2>&1
+
 # ---- the spec again under memcheck, as far as its time limit allows ----
 if command -v compute-sanitizer >/dev/null 2>&1; then
   limit=${FOVEA_MEMCHECK_TIMEOUT:-60} step "gpu spec under memcheck" env FOVEA_NO_ALLOC_CACHE=1 \
     compute-sanitizer --tool memcheck --error-exitcode 3 \
-    luajit "$busted_bin" --tags=gpu --output=spec/count_output.lua spec/cuda_spec.lua >"$out/memcheck.txt" 2>&1
-  grep -E 'ERROR SUMMARY|passed, ' "$out/memcheck.txt" | tail -n 2 | sed 's/^/  memcheck: /' | tee -a "$summary"
+    --show-backtrace host --print-limit 20 \
+    luajit "$busted_bin" --tags=gpu --output=TAP spec/cuda_spec.lua >"$out/memcheck.txt" 2>&1
+  grep -E 'ERROR SUMMARY|^(not )?ok ' "$out/memcheck.txt" | tail -n 3 | sed 's/^/  memcheck: /' | tee -a "$summary"
 else
   echo "gpu spec under memcheck      skipped (no compute-sanitizer)" | tee -a "$summary"
 fi

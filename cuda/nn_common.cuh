@@ -85,6 +85,9 @@ int fv_cuda_nn_batch_norm(const fv_nn_call *c, int backward);    /* nn_batch_nor
 int fv_cuda_nn_nam(const fv_nn_call *c, int backward);            /* nn_nam.cu: FV_OP_NAM */
 /* nn_nam_flash.cu: the tiled float32 kernels; *taken = 0 when the call is left to nn_nam.cu */
 int fv_cuda_nam_flash(const fv_nn_call *c, int backward, int *taken);
+/* nn_nam_flash_tc.cu: the TF32 tensor-core kernels, taken when TF32 is on and the GPU has them */
+int fv_cuda_nam_flash_tc(const fv_nn_call *c, int backward, int dp, int cp);
+int fv_cuda_nam_flash_tc_ready(void);
 int fv_cuda_nn_criss_cross(const fv_nn_call *c, int backward);    /* nn_criss_cross.cu */
 int fv_cuda_conv2d(const fv_nn_call *c, int backward);           /* cudnn.cu (stub without cuDNN) */
 int fv_cuda_conv2d_available(void);                              /* 1 when cudnn.cu has cuDNN */

@@ -1,5 +1,7 @@
 /* nn_nam_flash.cu: the fused NAM attention for float32 as tiled flash-attention kernels
- * (FlashAttention-2's schedule on CUDA cores, exact float32: fmaf, no TF32):
+ * (FlashAttention-2's schedule on CUDA cores, exact float32: fmaf, no TF32). With TF32 on
+ * (fv.cuda.set_tf32, the default) and a GPU from sm_80 on, fv_cuda_nam_flash() hands
+ * the call to nn_nam_flash_tc.cu's tensor-core kernels instead.
  *   forward   a block per (64 query rows, batch): the query tile stays in shared memory,
  *             64-key tiles of K and V stream through it; scores, the online row max and
  *             sum, and the output rows live in registers; P goes through shared memory to
@@ -12,37 +14,15 @@
  * Block: 256 threads as 16 x 16; thread (ty, tx) owns rows 4*ty .. 4*ty+3 of its tile and
  * columns tx, tx+16, ... (conflict-free shared-memory columns). D and Cv are padded to
  * the template's DP and CP (16, 32, 64, 128) with zeros in shared memory.
- * fv_cuda_nam_flash() returns 0 when it does not take the call (float64, D or Cv over
- * 128, no keys); nn_nam.cu then runs its simple kernels.
+ * fv_cuda_nam_flash() sets *taken = 0 when it leaves the call (float64, D or Cv over
+ * 128, no keys) to nn_nam.cu's simple kernels.
  * Build: nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/nn_nam_flash.cu -o build/cuda/nn_nam_flash.o */
-#include "nn_common.cuh"
+#include "nam_tiles.cuh"
 
 namespace {
+using namespace nam_tiles;
 
-constexpr int TILE = 64;     /* query rows and key columns per tile */
-constexpr int THREADS = 256; /* 16 x 16 */
 constexpr int PS = TILE + 1; /* row stride of the 64 x 64 score tiles in shared memory */
-
-/* dst[r][c] (row stride ld) = src[(r0 + r) * cols + c] for r < 64, c < W; zero outside
- * rows x cols. */
-template <int W>
-__device__ __forceinline__ void load_tile(float *dst, int ld, const float *src, int64_t r0, int64_t rows, int cols) {
-  for (int e = threadIdx.x; e < TILE * W; e += THREADS) {
-    const int r = e / W, c = e % W;
-    const int64_t gr = r0 + r;
-    dst[r * ld + c] = (gr < rows && c < cols) ? src[gr * cols + c] : 0.f;
-  }
-}
-
-/* Sum and max over the 16 threads of a row group (lanes 0-15 or 16-31 of a warp). */
-__device__ __forceinline__ float group_sum(float v) {
-  for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ __forceinline__ float group_max(float v) {
-  for (int o = 8; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
 
 /* s[i][j] = a[4*ty + i] . b[tx + 16*j] over n (rows of a and b in shared memory). */
 template <int n>
@@ -165,15 +145,6 @@ __global__ void __launch_bounds__(THREADS)
   }
 }
 
-/* delta[r] = dout[r] . out[r] over Cv, for the B * N rows */
-__global__ void flash_delta(float *delta, const float *dout, const float *out, int64_t rows, int Cv) {
-  for (int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; r < rows; r += (int64_t)gridDim.x * blockDim.x) {
-    float s = 0.f;
-    for (int c = 0; c < Cv; c++) s = fmaf(dout[r * Cv + c], out[r * Cv + c], s);
-    delta[r] = s;
-  }
-}
-
 /* dK and dV of one 64-key tile against every query tile. Thread rows are keys here. */
 template <int DP, int CP>
 __global__ void __launch_bounds__(THREADS)
@@ -284,15 +255,6 @@ constexpr size_t dkdv_smem(int DP, int CP) {
 }
 constexpr size_t dq_smem(int DP, int CP) { return sizeof(float) * TILE * (2 * (DP + 1) + 2 * (CP + 1) + PS); }
 
-/* Launches kernel with smem dynamic shared bytes (opting in above 48 KiB once). */
-template <typename K, typename... A>
-static int launch(K kernel, const char *op, dim3 grid, size_t smem, A... args) {
-  FV_CUDA_TRY(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-  kernel<<<grid, THREADS, smem, fv_cuda_stream>>>(args...);
-  FV_CUDA_LAUNCHED(op);
-  return FV_OK;
-}
-
 template <int DP, int CP> static int run(const fv_nn_call *c, int backward) {
   const fv_tensor *q = c->t[backward ? 4 : 2], *k = c->t[backward ? 5 : 3], *v = c->t[backward ? 6 : 4];
   const int64_t B = q->sizes[0], N = q->sizes[1], M = k->sizes[1];
@@ -306,13 +268,10 @@ template <int DP, int CP> static int run(const fv_nn_call *c, int backward) {
   float *dq = fv_nn_ptr<float>(c, 0), *dk = fv_nn_ptr<float>(c, 1), *dv = fv_nn_ptr<float>(c, 2);
   const float *dout = fv_nn_ptr<float>(c, 3), *qp = fv_nn_ptr<float>(c, 4), *kp = fv_nn_ptr<float>(c, 5),
               *vp = fv_nn_ptr<float>(c, 6), *out = fv_nn_ptr<float>(c, 7), *lse = fv_nn_ptr<float>(c, 8);
-  const size_t delta_bytes = sizeof(float) * (size_t)(B * N);
-  float *delta = (float *)fv_cuda_alloc(delta_bytes); /* (B, N) */
-  if (!delta) return fv_last_status() ? fv_last_status() : fv_fail(FV_ERR_MEMORY, "nam_attention backward: no memory");
-  int status = FV_OK;
-  flash_delta<<<fv_nn_row_blocks(B * N), 256, 0, fv_cuda_stream>>>(delta, dout, out, B * N, Cv);
-  if (cudaGetLastError() != cudaSuccess)
-    status = fv_fail(FV_ERR_DEVICE, "nam_attention backward: the delta kernel did not launch");
+  float *delta; /* (B, N) */
+  size_t delta_bytes;
+  int status = backward_delta(&delta, &delta_bytes, dout, out, B * N, Cv);
+  if (status != FV_OK) return status;
   if (status == FV_OK && (dk || dv))
     status = launch(flash_dkdv<DP, CP>, "nam_attention backward (dk, dv)",
                     dim3((unsigned)((M + TILE - 1) / TILE), (unsigned)B), dkdv_smem(DP, CP), dk, dv, qp, kp, vp, dout,
@@ -323,9 +282,6 @@ template <int DP, int CP> static int run(const fv_nn_call *c, int backward) {
   fv_cuda_free(delta, delta_bytes);
   return status;
 }
-
-/* The padded width for n: 16, 32, 64 or 128; 0 over 128. */
-int padded(int64_t n) { return n <= 16 ? 16 : n <= 32 ? 32 : n <= 64 ? 64 : n <= 128 ? 128 : 0; }
 
 template <int DP> static int run_cp(const fv_nn_call *c, int backward, int cp) {
   switch (cp) {
@@ -347,6 +303,7 @@ int fv_cuda_nam_flash(const fv_nn_call *c, int backward, int *taken) {
   const int64_t B = q->sizes[0], N = q->sizes[1], M = k->sizes[1];
   if (!dp || !cp || M == 0 || B * N == 0 || B > 65535) return FV_OK;
   *taken = 1;
+  if (fv_cuda_tf32_enabled() && fv_cuda_nam_flash_tc_ready()) return fv_cuda_nam_flash_tc(c, backward, dp, cp);
   switch (dp) {
   case 16: return run_cp<16>(c, backward, cp);
   case 32: return run_cp<32>(c, backward, cp);

@@ -2,8 +2,8 @@
 -- copies and dtype conversions, fill, elementwise ops with broadcasting and NaN rules,
 -- reductions, matmul (TF32 off and on), random numbers (bit-equality of uniform draws),
 -- autograd and modules on the GPU, the optimizers' steps and gradient clipping, the
--- caching allocator's statistics, running out of
--- GPU memory, mixed devices, and every neural-network op (softmax, cross_entropy, the
+-- caching allocator's statistics, running out of GPU memory, the profiler's switch
+-- (FOVEA_CUDA_PROFILE), mixed devices, and every neural-network op (softmax, cross_entropy, the
 -- pools, bilinear, channel_shuffle, batch_norm, conv2d through cuDNN, NAM and criss-cross
 -- attention) forward and backward against the CPU. Tagged gpu: run on a GPU machine with
 --   busted --lua=luajit --tags gpu spec/cuda_spec.lua       (cuda/gpu_check.sh does it)
@@ -384,6 +384,26 @@ describe('cuda #gpu', function()
     assert.are.equal(1000, t:sum():item())
   end)
 
+  gpu_it('profiles per op only when FOVEA_CUDA_PROFILE was set', function()
+    local env = os.getenv('FOVEA_CUDA_PROFILE')
+    if env and env ~= '' and env ~= '0' then
+      fv.cuda.profile_reset()
+      local a = fv.randn({ 64, 64 }, { device = 'cuda' })
+      assert.is_number(((a:matmul(a) + 1):relu():sum()):item())
+      local report = fv.cuda.profile_report()
+      for _, row in ipairs { 'random randn', 'matmul', 'unary relu', 'reduce sum', 'to_host' } do
+        assert.is_truthy(report:find('\n' .. row .. ' ', 1, true), row .. ' missing from\n' .. report)
+      end
+      fv.cuda.profile_reset()
+      assert.matches('\ntotal +0 ', fv.cuda.profile_report())
+    else
+      local ok, err = pcall(fv.cuda.profile_report)
+      assert.is_false(ok)
+      assert.matches('fv.cuda.profile_report: cuda profile: the profiler is off', err)
+      fv.cuda.profile_reset() -- nothing to reset, no error
+    end
+  end)
+
   gpu_it('refuses mixed devices', function()
     local ok, err = pcall(function() return fv.ones(2) + fv.ones(2):cuda() end)
     assert.is_false(ok)
@@ -572,28 +592,39 @@ describe('cuda #gpu', function()
     fv.cuda.set_tf32(tf32)
   end)
 
+  -- B, N, M, D, Cv: single tiles, several 64-row query and key tiles with ragged ends,
+  -- widths padded inside the tiled kernels (40 -> 64, 72 -> 128), and D over 128 (the
+  -- simple kernels)
+  local nam_shapes = { { 2, 5, 7, 4, 3 }, { 1, 33, 70, 16, 8 }, { 2, 130, 75, 32, 64 }, { 1, 70, 129, 40, 72 },
+    { 1, 9, 10, 130, 3 } }
+  local function check_nam(dt, s, rtol, atol, what)
+    local B, N, M, D, Cv = unpack(s)
+    local q = sample({ B, N, D }, { dtype = dt, seed = 21 })
+    local k = sample({ B, M, D }, { dtype = dt, seed = 22 })
+    local v = sample({ B, M, Cv }, { dtype = dt, seed = 23 })
+    check_nn(('nam_attention %s %s%s'):format(dt, table.concat(s, 'x'), what or ''), function(a, b, c)
+      return F.nam_attention(a, b, c, { scale = 0.4 })
+    end, { q, k, v }, { true, true, true }, rtol, atol)
+  end
+
   gpu_it('computes NAM attention (fused) and criss-cross attention with gradients as the CPU does', function()
     local atol = { float64 = { 1e-11, 1e-11 }, float32 = { 1e-4, 1e-5 } }
+    local tf32 = fv.cuda.set_tf32(false) -- float32 exact: nn_nam_flash.cu's CUDA-core kernels
     for dt, t in pairs(atol) do
-      -- B, N, M, D, Cv: single tiles, several 64-row query and key tiles with ragged
-      -- ends, widths padded inside the tiled kernels (40 -> 64, 72 -> 128), and D over
-      -- 128 (the simple kernels)
-      for _, s in ipairs { { 2, 5, 7, 4, 3 }, { 1, 33, 70, 16, 8 }, { 2, 130, 75, 32, 64 }, { 1, 70, 129, 40, 72 },
-        { 1, 9, 10, 130, 3 } } do
-        local B, N, M, D, Cv = unpack(s)
-        local q = sample({ B, N, D }, { dtype = dt, seed = 21 })
-        local k = sample({ B, M, D }, { dtype = dt, seed = 22 })
-        local v = sample({ B, M, Cv }, { dtype = dt, seed = 23 })
-        check_nn(('nam_attention %s %s'):format(dt, table.concat(s, 'x')), function(a, b, c)
-          return F.nam_attention(a, b, c, { scale = 0.4 })
-        end, { q, k, v }, { true, true, true }, t[1], t[2])
-      end
+      for _, s in ipairs(nam_shapes) do check_nam(dt, s, t[1], t[2]) end
       local qc = sample({ 2, 3, 4, 5 }, { dtype = dt, seed = 24 })
       local kc = sample({ 2, 3, 4, 5 }, { dtype = dt, seed = 25 })
       local vc = sample({ 2, 6, 4, 5 }, { dtype = dt, seed = 26 })
       check_nn('criss_cross_attention ' .. dt, function(a, b, c) return F.criss_cross_attention(a, b, c) end,
         { qc, kc, vc }, { true, true, true }, t[1], t[2])
     end
+    fv.cuda.set_tf32(tf32)
+  end)
+
+  gpu_it('computes NAM attention on TF32 tensor cores (the default) within TF32 precision', function()
+    local tf32 = fv.cuda.set_tf32(true)
+    for _, s in ipairs(nam_shapes) do check_nam('float32', s, 1e-2, 1e-2, ' with TF32') end
+    fv.cuda.set_tf32(tf32)
   end)
 
   -- The optimizers' fused steps and gradient clipping (cuda/optim.cu) against the CPU:
