@@ -4,7 +4,7 @@
  *
  * Build (the Makefile's rule `cuda` does this for every .cu file in cuda/, then links them):
  *   nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/backend.cu -o build/cuda/backend.o
- *   nvcc -shared -o build/libfovea_cuda.so build/cuda/{allocator,backend,copy,cudnn,elementwise,matmul,nn_*,random,reduce}.o
+ *   nvcc -shared -o build/libfovea_cuda.so build/cuda/{allocator,backend,copy,cudnn,elementwise,matmul,nn_*,optim,profile,random,reduce}.o
  *        -Lbuild -lfovea -lcudart -lcublas [-lcudnn]
  */
 #include <stdio.h>
@@ -118,6 +118,7 @@ extern "C" int fv_cuda_init(void) {
   FV_CUDA_TRY("cuda init", cudaFree(0)); /* creates the context now, so that a broken driver shows here */
   (void)fv_cuda_cudnn_check(); /* a cuDNN major-version mismatch is kept and reported by conv2d, not here */
   fill_table();
+  FV_TRY(fv_cuda_profile_install(&table)); /* FOVEA_CUDA_PROFILE: timing wrappers (profile.cu) */
   FV_TRY(fv_backend_register(&table));
   registered = 1;
   return FV_OK;

@@ -1,8 +1,9 @@
 /* common.cuh: what the CUDA backend's files share: the core's internal header, the
  * checked-call macros (every CUDA and cuBLAS call names its op, file and line, and
  * failures come back as FV_ERR_DEVICE or FV_ERR_MEMORY, never an abort), the strided
- * element walk used by the copy and elementwise kernels, launch sizes, and the
- * functions that cuda/backend.cu gathers into the backend table.
+ * element walk used by the copy and elementwise kernels and the tests for their dense
+ * fast paths, 16-byte packs for vector loads, a 32-bit divider by multiplication, launch
+ * sizes, and the functions that cuda/backend.cu gathers into the backend table.
  * Included by every .cu file of cuda/; see the Makefile rule `cuda` for the build line. */
 #ifndef FOVEA_CUDA_COMMON_CUH
 #define FOVEA_CUDA_COMMON_CUH
@@ -102,6 +103,56 @@ __device__ __forceinline__ void fv_cuda_offsets(const fv_cuda_walk &w, int64_t i
   }
 }
 
+/* ---- fast paths ----
+ * Whether operand k of w is one dense row-major run over the walk's shape: element i at
+ * base[k] + i. */
+static inline int fv_cuda_walk_dense(const fv_cuda_walk &w, int k) {
+  int64_t s = 1;
+  for (int d = w.ndim - 1; d >= 0; d--) {
+    if (w.sizes[d] != 1 && w.strides[k][d] != s) return 0;
+    s *= w.sizes[d];
+  }
+  return 1;
+}
+
+/* Whether every operand of w is dense and there are at most INT32_MAX elements: the flat
+ * kernels then loop with uint32_t indices (i plus a grid's threads, at most 2^28, stays
+ * below 2^32). */
+static inline int fv_cuda_walk_flat(const fv_cuda_walk &w) {
+  if (w.numel > INT32_MAX) return 0;
+  for (int k = 0; k < w.count; k++)
+    if (!fv_cuda_walk_dense(w, k)) return 0;
+  return 1;
+}
+
+/* 16 bytes of T: one vector load or store (LDG.128/STG.128) in the flat kernels, for
+ * pointers that are fv_cuda_aligned16. */
+template <typename T> struct alignas(16) fv_cuda_pack {
+  T v[16 / sizeof(T)];
+};
+static inline int fv_cuda_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+/* Division by a fixed divisor 1 <= d <= INT32_MAX of dividends n < 2^31 with a multiply-high,
+ * an add and a shift instead of a division (Granlund and Montgomery's round-up method, as
+ * PyTorch's IntDivider): s = ceil(log2 d), m = floor(2^32 (2^s - d) / d) + 1 (< 2^32), and
+ * n / d = (umulhi(n, m) + n) >> s, where the sum stays below 2^32 because umulhi(n, m) < n.
+ * Made on the host by fv_cuda_div32_of, passed to kernels by value. */
+struct fv_cuda_div32 {
+  typedef uint32_t index; /* the dividends' type (kernels templated on the divider use it) */
+  uint32_t d, m, s;
+};
+static inline fv_cuda_div32 fv_cuda_div32_of(uint32_t d) {
+  fv_cuda_div32 v;
+  v.d = d;
+  v.s = 0;
+  while (v.s < 31 && ((uint32_t)1 << v.s) < d) v.s++;
+  v.m = (uint32_t)(((uint64_t)1 << 32) * (((uint64_t)1 << v.s) - d) / d + 1);
+  return v;
+}
+__device__ __forceinline__ uint32_t fv_cuda_div(const fv_cuda_div32 &v, uint32_t n) {
+  return (__umulhi(n, v.m) + n) >> v.s;
+}
+
 /* Base address of a tensor's storage (offsets are added by the walk or the caller). */
 static inline char *fv_cuda_base(const fv_tensor *t) { return (char *)t->storage->data; }
 
@@ -135,6 +186,12 @@ int fv_cuda_grad_norm_part(const fv_tensor *g, int kind, double p, double *out);
 int fv_cuda_grad_scale(fv_tensor *g, double coef);
 /* cuBLAS's handle, made on first use (matmul.cu); released by nothing: it lives until exit */
 int fv_cuda_blas_ready(const char *op);
+/* Row-major float32 product C = alpha op(A) op(B) + beta C through cuBLAS (matmul.cu) */
+int fv_cuda_sgemm_rows(const char *op, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A,
+                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* The profiler (profile.cu): with FOVEA_CUDA_PROFILE set, replaces the table's kernel entries
+ * (all but supports) by timing wrappers around them; without it, changes nothing. */
+int fv_cuda_profile_install(fv_backend *table);
 }
 
 #endif

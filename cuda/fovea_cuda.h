@@ -32,3 +32,16 @@ void fv_cuda_reset_peak(void);
 int fv_cuda_set_tf32(int enabled);
 /* Waits until the GPU has finished all work (for timings); reports any pending error. */
 int fv_cuda_synchronize(void);
+
+/* The per-op profiler (cuda/profile.cu), on when FOVEA_CUDA_PROFILE is set to anything
+ * but "" or "0" as fv_cuda_init runs (read once there; off, the backend runs unwrapped).
+ * On, every backend call is timed with CUDA events and synchronized, and counted per op
+ * ("nn conv2d backward", "binary add", "adam_step", ...): calls, GPU milliseconds, host
+ * milliseconds (the wait included).
+ * fv_cuda_profile_report writes the table, sorted by GPU time (op, calls, gpu ms, host ms,
+ * gpu ms per call, share of the GPU total), into buf as snprintf would: at most size bytes
+ * with the NUL, and returns the whole report's length (buf NULL and size 0 ask for it);
+ * -1 with fv_last_error() set when the profiler is off. fv_cuda_profile_reset zeroes the
+ * counts (nothing when off). */
+int fv_cuda_profile_report(char *buf, size_t size);
+void fv_cuda_profile_reset(void);

@@ -144,13 +144,21 @@ grep -E '^(fovea|torch) ' "$out/bench.txt" | sed 's/^/  bench: /' | tee -a "$sum
 
 # ---- where a training step's time goes: every backend call timed (FOVEA_CUDA_PROFILE) ----
 step "gpu profile" env FOVEA_CUDA_PROFILE=1 luajit bench/gpu_profile.lua >"$out/profile.txt" 2>&1
+# the fused WMMA NAM kernel instead of the cuBLAS one, for comparison
+{ echo; echo "== FOVEA_NAM_KERNEL=flash"; } >>"$out/profile.txt"
+step "gpu profile (flash NAM)" env FOVEA_CUDA_PROFILE=1 FOVEA_NAM_KERNEL=flash luajit bench/gpu_profile.lua \
+  --batches 32 --steps 3 >>"$out/profile.txt" 2>&1
 
 # ---- the spec again under memcheck, as far as its time limit allows ----
+# (LuaJIT's JIT off: under compute-sanitizer the process aborted at the sixth case with it on)
 if command -v compute-sanitizer >/dev/null 2>&1; then
+  { echo "== the binary-ops case with the allocator cache off, no sanitizer"
+    FOVEA_NO_ALLOC_CACHE=1 luajit "$busted_bin" --tags=gpu --output=TAP --filter='binary ops' spec/cuda_spec.lua 2>&1
+    echo "== memcheck"; } >"$out/memcheck.txt" 2>&1
   limit=${FOVEA_MEMCHECK_TIMEOUT:-60} step "gpu spec under memcheck" env FOVEA_NO_ALLOC_CACHE=1 \
     compute-sanitizer --tool memcheck --error-exitcode 3 \
     --show-backtrace host --print-limit 20 \
-    luajit "$busted_bin" --tags=gpu --output=TAP spec/cuda_spec.lua >"$out/memcheck.txt" 2>&1
+    luajit -joff "$busted_bin" --tags=gpu --output=TAP spec/cuda_spec.lua >>"$out/memcheck.txt" 2>&1
   grep -E 'ERROR SUMMARY|^(not )?ok ' "$out/memcheck.txt" | tail -n 3 | sed 's/^/  memcheck: /' | tee -a "$summary"
 else
   echo "gpu spec under memcheck      skipped (no compute-sanitizer)" | tee -a "$summary"

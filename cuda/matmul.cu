@@ -124,6 +124,22 @@ extern "C" int fv_cuda_set_tf32(int enabled) {
   return previous;
 }
 
+/* Row-major float32 C = alpha op(A) op(B) + beta C, C (m, n) with row stride ldc; op(A)
+ * (m, k) is A (row stride lda) or, when ta, the transpose of A stored (k, m); op(B)
+ * (k, n) likewise. For the kernels that use cuBLAS directly (nn_nam_gemm.cu); TF32 as
+ * set by fv_cuda_set_tf32. */
+int fv_cuda_sgemm_rows(const char *op, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A,
+                       int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  if (too_big(m) || too_big(n) || too_big(k) || too_big(lda) || too_big(ldb) || too_big(ldc))
+    return fv_fail(FV_ERR_SHAPE, "%s: sizes %lld x %lld x %lld are too large for cuBLAS's int", op, (long long)m,
+                   (long long)k, (long long)n);
+  FV_TRY(fv_cuda_blas_ready(op));
+  /* column-major: C^T = op(B)^T op(A)^T, and a row-major buffer read column-major is its transpose */
+  FV_BLAS_TRY(op, cublasSgemm(handle, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)n, (int)m,
+                              (int)k, &alpha, B, (int)ldb, A, (int)lda, &beta, C, (int)ldc));
+  return FV_OK;
+}
+
 extern "C" int fv_cuda_matmul(fv_tensor *out, const fv_tensor *a, const fv_tensor *b) {
   int nb = out->ndim - 2;
   int64_t m = out->sizes[nb], n = out->sizes[nb + 1], k = a->sizes[nb + 1];

@@ -1,7 +1,9 @@
 /* nn_nam_flash.cu: the fused NAM attention for float32 as tiled flash-attention kernels
- * (FlashAttention-2's schedule on CUDA cores, exact float32: fmaf, no TF32). With TF32 on
- * (fv.cuda.set_tf32, the default) and a GPU from sm_80 on, fv_cuda_nam_flash() hands
- * the call to nn_nam_flash_tc.cu's tensor-core kernels instead.
+ * (FlashAttention-2's schedule on CUDA cores, exact float32: fmaf, no TF32), and the
+ * choice among the float32 kernels: with TF32 on (fv.cuda.set_tf32, the default)
+ * fv_cuda_nam_flash() hands the call to nn_nam_gemm.cu (cuBLAS on TF32 tensor cores over
+ * bounded chunks of scores), or with FOVEA_NAM_KERNEL=flash to nn_nam_flash_tc.cu's fused
+ * WMMA kernels; with TF32 off it runs the kernels below.
  *   forward   a block per (64 query rows, batch): the query tile stays in shared memory,
  *             64-key tiles of K and V stream through it; scores, the online row max and
  *             sum, and the output rows live in registers; P goes through shared memory to
@@ -14,9 +16,12 @@
  * Block: 256 threads as 16 x 16; thread (ty, tx) owns rows 4*ty .. 4*ty+3 of its tile and
  * columns tx, tx+16, ... (conflict-free shared-memory columns). D and Cv are padded to
  * the template's DP and CP (16, 32, 64, 128) with zeros in shared memory.
- * fv_cuda_nam_flash() sets *taken = 0 when it leaves the call (float64, D or Cv over
- * 128, no keys) to nn_nam.cu's simple kernels.
+ * fv_cuda_nam_flash() sets *taken = 0 when it leaves the call (float64; TF32 off with D or
+ * Cv over 128; no keys) to nn_nam.cu's simple kernels.
  * Build: nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/nn_nam_flash.cu -o build/cuda/nn_nam_flash.o */
+#include <stdlib.h>
+#include <string.h>
+
 #include "nam_tiles.cuh"
 
 namespace {
@@ -301,9 +306,17 @@ int fv_cuda_nam_flash(const fv_nn_call *c, int backward, int *taken) {
   const fv_tensor *q = c->t[backward ? 4 : 2], *k = c->t[backward ? 5 : 3], *v = c->t[backward ? 6 : 4];
   const int dp = padded(q->sizes[2]), cp = padded(v->sizes[2]);
   const int64_t B = q->sizes[0], N = q->sizes[1], M = k->sizes[1];
-  if (!dp || !cp || M == 0 || B * N == 0 || B > 65535) return FV_OK;
+  if (M == 0 || B * N == 0) return FV_OK;
+  const int tiled = dp && cp && B <= 65535; /* the tiled kernels' limits */
+  if (fv_cuda_tf32_enabled()) {
+    *taken = 1;
+    const char *kind = getenv("FOVEA_NAM_KERNEL");
+    if (tiled && kind && !strcmp(kind, "flash") && fv_cuda_nam_flash_tc_ready())
+      return fv_cuda_nam_flash_tc(c, backward, dp, cp);
+    return fv_cuda_nam_gemm(c, backward);
+  }
+  if (!tiled) return FV_OK;
   *taken = 1;
-  if (fv_cuda_tf32_enabled() && fv_cuda_nam_flash_tc_ready()) return fv_cuda_nam_flash_tc(c, backward, dp, cp);
   switch (dp) {
   case 16: return run_cp<16>(c, backward, cp);
   case 32: return run_cp<32>(c, backward, cp);

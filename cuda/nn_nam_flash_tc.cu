@@ -1,18 +1,20 @@
-/* nn_nam_flash_tc.cu: the fused NAM attention for float32 on TF32 tensor cores (taken
- * when fv.cuda.set_tf32 is on, the default; nn_nam_flash.cu runs the exact float32 kernels
- * otherwise). The same FlashAttention-2 schedule as nn_nam_flash.cu, with every 64 x 64
- * product (Q K^T, P V, and in backward dO V^T, P^T dO, dS^T Q, dS K) done by WMMA
- * m16n16k8 TF32 fragments with float32 accumulation; the softmax, its online rescaling
- * and dS = P (dP - delta) stay in float32 on CUDA cores, in shared memory:
+/* nn_nam_flash_tc.cu: the fused NAM attention for float32 on TF32 tensor cores, taken with
+ * TF32 on when FOVEA_NAM_KERNEL=flash (by default nn_nam_flash.cu sends TF32 calls to
+ * nn_nam_gemm.cu's cuBLAS products; cuda/README.md has both measured). The same
+ * FlashAttention-2 schedule as nn_nam_flash.cu, with every 64 x 64 product (Q K^T, P V,
+ * and in backward dO V^T, P^T dO, dS^T Q, dS K) done by WMMA m16n16k8 TF32 fragments with
+ * float32 accumulation; the softmax, its online rescaling and dS = P (dP - delta) stay in
+ * float32 on CUDA cores, in shared memory:
  *   forward  a block per (64 query rows, batch); S -> shared, softmax in place (P), the
  *            output tile O kept in shared memory so that rows can be rescaled, O += P V.
  *   backward delta (nam_tiles.cuh), then a block per 64-key tile accumulating dK and dV
  *            in register fragments across all query tiles, and a block per 64-query tile
  *            accumulating dQ: no atomics, the same gradients on every run.
- * Eight warps per block, two blocks per SM at least (128 registers a thread); warp w computes 16 x 16 output tiles w, w + 8, ... of each
- * product. Shared rows are padded to a multiple of 4 floats (WMMA's rule) plus 4.
- * Tensor cores with TF32 need compute capability 8.0: for older GPUs (the compute_75 PTX)
- * the kernels compile empty and fv_cuda_nam_flash_tc_ready() says no.
+ * Eight warps per block, two blocks per SM at least (128 registers a thread); warp w
+ * computes 16 x 16 output tiles w, w + 8, ... of each product. Shared rows are padded to a
+ * multiple of 4 floats (WMMA's rule) plus 4. Tensor cores with TF32 need compute
+ * capability 8.0: for older GPUs (the compute_75 PTX) the kernels compile empty and
+ * fv_cuda_nam_flash_tc_ready() says no.
  * Build: nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/nn_nam_flash_tc.cu -o build/cuda/nn_nam_flash_tc.o */
 #include <mma.h>
 

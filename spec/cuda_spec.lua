@@ -121,6 +121,14 @@ describe('cuda #gpu', function()
     same(x:narrow(2, 2, 3):clone(), g:narrow(2, 2, 3):clone(), 0, 0, 'narrow')
     same(x:select(1, 3):t():clone(), g:select(1, 3):t():clone(), 0, 0, 'select + t')
     same(x:permute(2, 3, 1):float(), g:permute(2, 3, 1):float(), 0, 0, 'permute + convert')
+    -- dense operands: one dtype by cudaMemcpyAsync (offsets included), a conversion flat
+    same(x:clone(), g:clone(), 0, 0, 'clone')
+    local part_c = fv.zeros({ 2, 5, 6 }, { dtype = 'float64' })
+    local part_g = fv.zeros({ 2, 5, 6 }, { dtype = 'float64', device = 'cuda' })
+    part_c:copy_(x:narrow(1, 2, 2))
+    part_g:copy_(g:narrow(1, 2, 2))
+    same(part_c, part_g, 0, 0, 'dense offset copy')
+    same(x:narrow(1, 2, 2):float(), g:narrow(1, 2, 2):float(), 0, 0, 'dense offset convert')
     local row = fv.tensor({ 1, 2, 3 })
     same(row:expand(4, 3):clone(), row:cuda():expand(4, 3):clone(), 0, 0, 'expand')
     -- copy_ into a strided GPU view, from the GPU and from the CPU (broadcast, converted)
@@ -139,11 +147,19 @@ describe('cuda #gpu', function()
 
   gpu_it('fills tensors of every dtype, strided ones too', function()
     for _, dt in ipairs { 'float32', 'float64', 'int64', 'uint8' } do
-      for _, v in ipairs { 3.7, -1, 300, 0 / 0 } do
+      for _, v in ipairs { 3.7, -1, 300, 0 / 0, 0, -0.0 } do
         local c, g = fv.zeros({ 3, 4 }, { dtype = dt }), fv.zeros({ 3, 4 }, { dtype = dt, device = 'cuda' })
         c:t():narrow(1, 2, 2):fill_(v)
         g:t():narrow(1, 2, 2):fill_(v)
         same(c, g, 0, 0, 'fill ' .. dt .. ' ' .. v)
+        -- dense: the flat kernel (16-byte stores and a tail), +0 by cudaMemsetAsync
+        c, g = fv.ones({ 5, 7 }, { dtype = dt }), fv.ones({ 5, 7 }, { dtype = dt, device = 'cuda' })
+        c:fill_(v)
+        g:fill_(v)
+        same(c, g, 0, 0, 'dense fill ' .. dt .. ' ' .. v)
+        if (dt == 'float32' or dt == 'float64') and v == 0 then
+          assert.are.equal(1 / v, 1 / flat(g)[35], 'the sign of a zero fill ' .. dt)
+        end
       end
     end
   end)
@@ -166,6 +182,12 @@ describe('cuda #gpu', function()
         { '(3,4,5) with (5)', sample({ 3, 4, 5 }, { dtype = dt }), sample({ 5 }, { dtype = dt, seed = 9 }) },
         { 'transposed with (4,1)', sample({ 5, 4 }, { dtype = dt }):t(), sample({ 4, 1 }, { dtype = dt, seed = 3 }) },
         { 'scalar tensor', fv.tensor(2.5, { dtype = dt }), sample({ 2, 3 }, { dtype = dt }) },
+        -- the fast paths (cuda/elementwise.cu): dense with a tail after the 16-byte packs,
+        -- and per-channel broadcasts on either side
+        { 'same shape (7,5)', sample({ 7, 5 }, { dtype = dt }), sample({ 7, 5 }, { dtype = dt, seed = 12 }) },
+        { 'per channel (2,3,4,5) with (1,3,1,1)', sample({ 2, 3, 4, 5 }, { dtype = dt }),
+          sample({ 1, 3, 1, 1 }, { dtype = dt, seed = 4 }) },
+        { '(3,1,1) with (3,4,5)', sample({ 3, 1, 1 }, { dtype = dt, seed = 5 }), sample({ 3, 4, 5 }, { dtype = dt }) },
       }
       for _, op in ipairs(ops) do
         for _, p in ipairs(pairs_) do
@@ -186,6 +208,12 @@ describe('cuda #gpu', function()
       same(a:abs() ^ 1.7, g:abs() ^ 1.7, rt, at, 'a ^ 1.7')
       same(2 ^ a, 2 ^ g, rt, at, '2 ^ a')
       same(-a, -g, 0, 0, '-a')
+      -- dense but not 16-byte aligned on the GPU (a view one element in): no vector loads
+      local u, v = sample({ 38 }, { dtype = dt }):narrow(1, 2, 37), sample({ 37 }, { dtype = dt, seed = 11 })
+      local gu = fv.zeros({ 38 }, { dtype = dt, device = 'cuda' }):narrow(1, 2, 37):copy_(u:cuda())
+      same(u + v, gu + v:cuda(), 0, 0, 'unaligned add ' .. dt)
+      same(u * 3, gu * 3, 0, 0, 'unaligned scalar mul ' .. dt)
+      same(u:relu(), gu:relu(), 0, 0, 'unaligned relu ' .. dt)
       for _, op in ipairs { 'maximum', 'minimum', 'eq', 'lt', 'ge' } do
         same(a[op](a, 0.25), g[op](g, 0.25), 0, 0, op .. ' with a scalar')
         same(s[op](0 / 0, s), s:cuda()[op](0 / 0, s:cuda()), 0, 0, op .. ' NaN scalar first')
@@ -197,7 +225,8 @@ describe('cuda #gpu', function()
     local ops = { neg = true, exp = false, log = false, sqrt = true, abs = true, relu = true, sigmoid = false,
       tanh = false }
     for _, dt in ipairs { 'float32', 'float64' } do
-      local inputs = { fv.tensor(specials, { dtype = dt }), sample({ 7, 9 }, { dtype = dt }):t() }
+      local inputs = { fv.tensor(specials, { dtype = dt }), sample({ 7, 9 }, { dtype = dt }):t(),
+        sample({ 37 }, { dtype = dt }) }
       for _, x in ipairs(inputs) do
         for op, exact in pairs(ops) do
           local rtol, atol = tolerance(dt, exact)
@@ -539,7 +568,8 @@ describe('cuda #gpu', function()
 
   gpu_it('runs batch_norm in training and eval, forward and backward, as the CPU does', function()
     for dt, t in pairs(tol) do
-      for _, shape in ipairs { { 4, 3, 5, 6 }, { 8, 5 }, { 2, 3, 700 } } do
+      -- the last two have several chunks of 4096 per channel (cuda/nn_batch_norm.cu)
+      for _, shape in ipairs { { 4, 3, 5, 6 }, { 8, 5 }, { 2, 3, 700 }, { 3, 2, 47, 61 }, { 9000, 2 } } do
         local C = shape[2]
         local x = sample(shape, { dtype = dt }) * 2 + 0.5
         local rm = sample({ C }, { dtype = dt, seed = 3 })
@@ -622,8 +652,15 @@ describe('cuda #gpu', function()
   end)
 
   gpu_it('computes NAM attention on TF32 tensor cores (the default) within TF32 precision', function()
+    -- both TF32 kernels: cuBLAS over chunks of scores (default) and the fused WMMA one
+    -- (FOVEA_NAM_KERNEL=flash, read at each call)
+    ffi.cdef 'int setenv(const char *name, const char *value, int overwrite); int unsetenv(const char *name);'
     local tf32 = fv.cuda.set_tf32(true)
-    for _, s in ipairs(nam_shapes) do check_nam('float32', s, 1e-2, 1e-2, ' with TF32') end
+    for _, kernel in ipairs { 'gemm', 'flash' } do
+      ffi.C.setenv('FOVEA_NAM_KERNEL', kernel, 1)
+      for _, s in ipairs(nam_shapes) do check_nam('float32', s, 1e-2, 1e-2, ' with TF32 (' .. kernel .. ')') end
+    end
+    ffi.C.unsetenv('FOVEA_NAM_KERNEL')
     fv.cuda.set_tf32(tf32)
   end)
 
@@ -689,7 +726,7 @@ describe('cuda #gpu', function()
     end
     assert(ok, got)
     assert.equals('cpu', got:device())
-    same(want, got, 1e-3, 1e-3, 'Grad-CAM maps')
+    same(want, got:cuda(), 1e-3, 1e-3, 'Grad-CAM maps')
   end)
 
   gpu_it('steps Adam, AdamW and amsgrad as the CPU does, bit for bit', function()

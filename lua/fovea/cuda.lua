@@ -12,6 +12,8 @@
 --   fv.cuda.reset_peak()     peak = allocated
 --   fv.cuda.set_tf32(on)     TF32 tensor-core math for float32 matmul (default on); returns the old setting
 --   fv.cuda.synchronize()    waits for the GPU (for timings)
+--   fv.cuda.profile_report() the per-op profile as a text table (FOVEA_CUDA_PROFILE=1 set before loading)
+--   fv.cuda.profile_reset()  zeroes the profile's counts
 local ffi = require 'ffi'
 local clib = require 'fovea.clib'
 
@@ -134,6 +136,37 @@ end
 
 function M.synchronize()
   if load() then clib.check(lib.fv_cuda_synchronize()) end
+end
+
+-- The per-op profiler of cuda/profile.cu: on only when FOVEA_CUDA_PROFILE was set (to
+-- anything but '' or '0') when the library loaded. The function, or nil and why not.
+local function profile_fn(name)
+  if not load() then return nil, 'CUDA is not available: ' .. tostring(reason) end
+  local ok, fn = pcall(function() return lib[name] end)
+  if not ok then return nil, 'this libfovea_cuda.so has no profiler (rebuild it: make cuda)' end
+  return fn
+end
+
+-- The profile since the start or the last reset as a text table, sorted by GPU time (op,
+-- calls, gpu ms, host ms, gpu ms per call, share); raises when the profiler is off.
+function M.profile_report()
+  local fn, why = profile_fn('fv_cuda_profile_report')
+  if not fn then clib.raise('fv.cuda.profile_report: ' .. why) end
+  local n = fn(nil, 0)
+  if n < 0 then
+    local msg = ffi.string(C.fv_last_error())
+    C.fv_clear_error()
+    clib.raise('fv.cuda.profile_report: ' .. msg)
+  end
+  local buf = ffi.new('char[?]', n + 1)
+  fn(buf, n + 1)
+  return ffi.string(buf)
+end
+
+-- Zeroes the profile's counts (nothing when the profiler is off or CUDA is unavailable).
+function M.profile_reset()
+  local fn = profile_fn('fv_cuda_profile_reset')
+  if fn then fn() end
 end
 
 return M

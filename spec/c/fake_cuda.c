@@ -49,3 +49,13 @@ int fv_cuda_set_tf32(int enabled) {
 }
 
 int fv_cuda_synchronize(void) { return FV_OK; }
+
+/* The stand-in has no profiler (cuda/profile.cu times CUDA events): always off. */
+int fv_cuda_profile_report(char *buf, size_t size) {
+  (void)buf;
+  (void)size;
+  fv_fail(FV_ERR_ARGUMENT, "cuda profile: the profiler is off (the stand-in backend has none)");
+  return -1;
+}
+
+void fv_cuda_profile_reset(void) {}

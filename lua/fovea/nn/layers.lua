@@ -208,9 +208,13 @@ function BatchNorm:forward(x)
   if training and self.track_running_stats then
     local nbt = self.num_batches_tracked
     if nbt ~= nil then
-      local count = nbt:item() + 1
-      nbt:fill_(count)
-      if self.momentum == false then factor = 1 / count end
+      if self.momentum == false then -- the cumulative average needs the count here
+        local count = nbt:item() + 1
+        nbt:fill_(count)
+        factor = 1 / count
+      else -- counted where it lives: reading a GPU counter back would wait for all queued work
+        nbt:copy_(nbt:double() + 1)
+      end
     end
   end
   local rm, rv
