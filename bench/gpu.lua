@@ -5,7 +5,8 @@
 -- Also, fovea alone: the step without the NAM branch (where the time goes) and the
 -- dual model with NAM at the stem (N = 37,249) at batch 4.
 -- Needs a GPU and the CUDA backend (make cuda); cuda/gpu_check.sh runs it.
---   luajit bench/gpu.lua [--runs 5] [--python python3]
+--   luajit bench/gpu.lua [--runs 5] [--python python3]   (--python none: fovea alone)
+-- FOVEA_NAM_KERNEL=gemm|mma|flash picks the TF32 NAM kernel (cuda/README.md).
 package.path = './?.lua;./?/init.lua;./lua/?.lua;./lua/?/init.lua;' .. package.path
 local fv = require 'fovea'
 local models = require 'models'
@@ -18,6 +19,7 @@ if not fv.cuda.available() then
 end
 
 local function peer(args)
+  if opts.python == 'none' then return '(not run: --python none)' end
   local p = io.popen(opts.python .. ' bench/gpu_torch.py ' .. args .. ' 2>&1')
   local out = p:read('*a')
   p:close()
@@ -31,7 +33,8 @@ local function timed(fn)
   end)
 end
 
-print(('fovea on cuda (%d device(s)); PyTorch through %s'):format(fv.cuda.device_count(), opts.python))
+print(('fovea on cuda (%d device(s)), NAM kernel %s; PyTorch through %s'):format(fv.cuda.device_count(),
+  os.getenv('FOVEA_NAM_KERNEL') or 'default', opts.python))
 for _, batch in ipairs { 4, 32 } do
   fv.manual_seed(0)
   local model = models.build { name = 'dual', classes = 2 }:cuda()

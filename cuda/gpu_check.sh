@@ -141,13 +141,17 @@ grep -E 'epoch|auc|AUC|error|rror' "$out/messidor.txt" | tail -n 4 | sed 's/^/  
 step "gpu bench" luajit bench/gpu.lua --runs "${FOVEA_BENCH_RUNS:-3}" --python "${PYTHON:-python3}" \
   >"$out/bench.txt" 2>&1
 grep -E '^(fovea|torch) ' "$out/bench.txt" | sed 's/^/  bench: /' | tee -a "$summary"
+# fovea alone with the fused mma.sync NAM kernel, for comparison
+step "gpu bench (mma NAM)" env FOVEA_NAM_KERNEL=mma luajit bench/gpu.lua --runs "${FOVEA_BENCH_RUNS:-3}" \
+  --python none >>"$out/bench.txt" 2>&1
+grep -E '^fovea ' "$out/bench.txt" | tail -n 7 | sed 's/^/  bench (mma): /' | tee -a "$summary"
 
 # ---- where a training step's time goes: every backend call timed (FOVEA_CUDA_PROFILE) ----
 step "gpu profile" env FOVEA_CUDA_PROFILE=1 luajit bench/gpu_profile.lua >"$out/profile.txt" 2>&1
-# the fused WMMA NAM kernel instead of the cuBLAS one, for comparison
-{ echo; echo "== FOVEA_NAM_KERNEL=flash"; } >>"$out/profile.txt"
-step "gpu profile (flash NAM)" env FOVEA_CUDA_PROFILE=1 FOVEA_NAM_KERNEL=flash luajit bench/gpu_profile.lua \
-  --batches 32 --steps 3 >>"$out/profile.txt" 2>&1
+# the fused mma.sync NAM kernel instead of the cuBLAS one, for comparison
+{ echo; echo "== FOVEA_NAM_KERNEL=mma"; } >>"$out/profile.txt"
+step "gpu profile (mma NAM)" env FOVEA_CUDA_PROFILE=1 FOVEA_NAM_KERNEL=mma luajit bench/gpu_profile.lua \
+  --steps 3 >>"$out/profile.txt" 2>&1
 
 # ---- the spec again under memcheck, as far as its time limit allows ----
 # (LuaJIT's JIT off: under compute-sanitizer the process aborted at the sixth case with it on)

@@ -15,10 +15,10 @@ constexpr int TILE = 64;     /* query rows and key columns per tile */
 constexpr int THREADS = 256; /* 16 x 16 */
 
 /* dst[r][c] (row stride ld) = src[(r0 + r) * cols + c] for r < 64, c < W; zero outside
- * rows x cols. */
-template <int W>
+ * rows x cols. Blocks of NT threads. */
+template <int W, int NT = THREADS>
 __device__ __forceinline__ void load_tile(float *dst, int ld, const float *src, int64_t r0, int64_t rows, int cols) {
-  for (int e = threadIdx.x; e < TILE * W; e += THREADS) {
+  for (int e = threadIdx.x; e < TILE * W; e += NT) {
     const int r = e / W, c = e % W;
     const int64_t gr = r0 + r;
     dst[r * ld + c] = (gr < rows && c < cols) ? src[gr * cols + c] : 0.f;
@@ -38,14 +38,20 @@ __device__ __forceinline__ float group_max(float v) {
 /* The padded width for n: 16, 32, 64 or 128; 0 over 128. */
 static inline int padded(int64_t n) { return n <= 16 ? 16 : n <= 32 ? 32 : n <= 64 ? 64 : n <= 128 ? 128 : 0; }
 
-/* Launches kernel with THREADS threads and smem dynamic shared bytes (opting in above
+/* Launches kernel with threads threads and smem dynamic shared bytes (opting in above
  * 48 KiB). */
 template <typename K, typename... A>
-static int launch(K kernel, const char *op, dim3 grid, size_t smem, A... args) {
+static int launch_with(K kernel, const char *op, dim3 grid, unsigned threads, size_t smem, A... args) {
   FV_CUDA_TRY(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-  kernel<<<grid, THREADS, smem, fv_cuda_stream>>>(args...);
+  kernel<<<grid, threads, smem, fv_cuda_stream>>>(args...);
   FV_CUDA_LAUNCHED(op);
   return FV_OK;
+}
+
+/* The same with THREADS threads. */
+template <typename K, typename... A>
+static int launch(K kernel, const char *op, dim3 grid, size_t smem, A... args) {
+  return launch_with(kernel, op, grid, THREADS, smem, args...);
 }
 
 /* delta[r] = dout[r] . out[r] over Cv, for the B * N rows */

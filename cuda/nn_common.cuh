@@ -90,6 +90,9 @@ int fv_cuda_nam_flash_tc(const fv_nn_call *c, int backward, int dp, int cp);
 int fv_cuda_nam_flash_tc_ready(void);
 /* nn_nam_gemm.cu: cuBLAS products over chunks of query rows, taken when TF32 is on */
 int fv_cuda_nam_gemm(const fv_nn_call *c, int backward);
+/* nn_nam_mma.cu: warp-level TF32 mma.sync kernels, padded widths up to 64 */
+int fv_cuda_nam_mma_fits(int dp, int cp);
+int fv_cuda_nam_mma(const fv_nn_call *c, int backward, int dp, int cp);
 int fv_cuda_nn_criss_cross(const fv_nn_call *c, int backward);    /* nn_criss_cross.cu */
 int fv_cuda_conv2d(const fv_nn_call *c, int backward);           /* cudnn.cu (stub without cuDNN) */
 int fv_cuda_conv2d_available(void);                              /* 1 when cudnn.cu has cuDNN */

@@ -311,8 +311,10 @@ int fv_cuda_nam_flash(const fv_nn_call *c, int backward, int *taken) {
   if (fv_cuda_tf32_enabled()) {
     *taken = 1;
     const char *kind = getenv("FOVEA_NAM_KERNEL");
-    if (tiled && kind && !strcmp(kind, "flash") && fv_cuda_nam_flash_tc_ready())
-      return fv_cuda_nam_flash_tc(c, backward, dp, cp);
+    if (tiled && kind && fv_cuda_nam_flash_tc_ready()) {
+      if (!strcmp(kind, "flash")) return fv_cuda_nam_flash_tc(c, backward, dp, cp);
+      if (!strcmp(kind, "mma") && fv_cuda_nam_mma_fits(dp, cp)) return fv_cuda_nam_mma(c, backward, dp, cp);
+    }
     return fv_cuda_nam_gemm(c, backward);
   }
   if (!tiled) return FV_OK;

@@ -652,11 +652,11 @@ describe('cuda #gpu', function()
   end)
 
   gpu_it('computes NAM attention on TF32 tensor cores (the default) within TF32 precision', function()
-    -- both TF32 kernels: cuBLAS over chunks of scores (default) and the fused WMMA one
-    -- (FOVEA_NAM_KERNEL=flash, read at each call)
-    ffi.cdef 'int setenv(const char *name, const char *value, int overwrite); int unsetenv(const char *name);'
+    -- every TF32 kernel: cuBLAS over chunks of scores, the fused WMMA one and the fused
+    -- mma.sync one (FOVEA_NAM_KERNEL=gemm|flash|mma, read at each call)
+    pcall(ffi.cdef, 'int setenv(const char *name, const char *value, int overwrite); int unsetenv(const char *name);')
     local tf32 = fv.cuda.set_tf32(true)
-    for _, kernel in ipairs { 'gemm', 'flash' } do
+    for _, kernel in ipairs { 'gemm', 'flash', 'mma' } do
       ffi.C.setenv('FOVEA_NAM_KERNEL', kernel, 1)
       for _, s in ipairs(nam_shapes) do check_nam('float32', s, 1e-2, 1e-2, ' with TF32 (' .. kernel .. ')') end
     end

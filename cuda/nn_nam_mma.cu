@@ -1,0 +1,360 @@
+/* nn_nam_mma.cu: the fused NAM attention for float32 on TF32 tensor cores with warp-level
+ * mma.sync (m16n8k8), FlashAttention-2's schedule with the scores, the softmax state and
+ * the accumulators in registers: a block of 4 warps takes 64 rows (queries, or keys in
+ * the dK/dV pass), each warp 16 of them; 64-row tiles of the other side stream through
+ * shared memory. Only P (or dS) goes through a per-warp shared tile, to turn the
+ * accumulator layout into the A-operand layout of the next product.
+ *   forward   S = Q K^T, online max and sum per row (quad shuffles), O = O alpha + P V;
+ *             writes out (B, N, Cv) and lse (B, N).
+ *   backward  delta (nam_tiles.cuh); per 64-key block S^T = K Q^T, dP^T = V dO^T,
+ *             P^T and dS^T = P^T (dP^T - delta) scale, dV += P^T dO, dK += dS^T Q; per
+ *             64-query block S, dP, dS, dQ += dS K. No atomics: the same gradients on
+ *             every run. Each adds (+=) into its gradient, which may be NULL.
+ * Fragment layouts (PTX ISA, mma.m16n8k8 .tf32), lane = 4 g + t: A a0 (g, t), a1 (g+8,
+ * t), a2 (g, t+4), a3 (g+8, t+4); B b0 (k t, n g), b1 (k t+4, n g); C c0 (g, 2t),
+ * c1 (g, 2t+1), c2 (g+8, 2t), c3 (g+8, 2t+1). Operands are rounded to TF32 (cvt.rna).
+ * D and Cv are padded to DP (16, 32, 64) and CP (32, 64) with zeros; sm_80 and later
+ * (the kernels compile empty for the compute_75 PTX). nn_nam_flash.cu chooses it with
+ * TF32 on.
+ * Build: nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/nn_nam_mma.cu -o build/cuda/nn_nam_mma.o */
+#include "nam_tiles.cuh"
+
+/* 1 where mma.sync with TF32 exists: the host pass and devices from sm_80 on */
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#define FV_NAM_MMA 1
+#else
+#define FV_NAM_MMA 0
+#endif
+
+namespace {
+using namespace nam_tiles;
+
+constexpr int WARP_ROWS = 16;          /* rows per warp */
+constexpr int BLOCK = 128;             /* 4 warps: TILE rows */
+constexpr int LP = TILE + 4;           /* row stride of a warp's P tile (16, LP) */
+constexpr int PW = WARP_ROWS * LP;     /* floats of a warp's P tile */
+
+#if FV_NAM_MMA
+__device__ __forceinline__ uint32_t tf32(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return r;
+}
+
+__device__ __forceinline__ void mma8(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+               "{%0,%1,%2,%3};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* acc[j] += A (16 x K: rows at a, stride lda) times B (K x 8 NT). B_ROWS: B(k, n) =
+ * b[n * ldb + k] (the rows of b are B's columns, as K for Q K^T); else B(k, n) =
+ * b[k * ldb + n]. */
+template <int K, int NT, bool B_ROWS>
+__device__ __forceinline__ void warp_mma(float (&acc)[NT][4], const float *a, int lda, const float *b, int ldb) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll 2
+  for (int k0 = 0; k0 < K; k0 += 8) {
+    uint32_t fa[4];
+    fa[0] = tf32(a[g * lda + k0 + t]);
+    fa[1] = tf32(a[(g + 8) * lda + k0 + t]);
+    fa[2] = tf32(a[g * lda + k0 + t + 4]);
+    fa[3] = tf32(a[(g + 8) * lda + k0 + t + 4]);
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+      const int n = 8 * j + g;
+      const uint32_t b0 = tf32(B_ROWS ? b[n * ldb + k0 + t] : b[(k0 + t) * ldb + n]);
+      const uint32_t b1 = tf32(B_ROWS ? b[n * ldb + k0 + t + 4] : b[(k0 + t + 4) * ldb + n]);
+      mma8(acc[j], fa, b0, b1);
+    }
+  }
+}
+
+template <int NT> __device__ __forceinline__ void zero(float (&acc)[NT][4]) {
+#pragma unroll
+  for (int j = 0; j < NT; j++)
+#pragma unroll
+    for (int q = 0; q < 4; q++) acc[j][q] = 0.f;
+}
+
+/* The warp's tile p (16 x 8 NT, stride LP) = acc, element (g + 8 (q >> 1), 8 j + 2 t + (q & 1)). */
+template <int NT> __device__ __forceinline__ void warp_store(float *p, const float (&acc)[NT][4]) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int j = 0; j < NT; j++)
+#pragma unroll
+    for (int q = 0; q < 4; q++) p[(g + 8 * (q >> 1)) * LP + 8 * j + 2 * t + (q & 1)] = acc[j][q];
+}
+
+/* gp[(r0 + row) * cols + col] += acc over the warp's 16 rows at r0, inside rows x cols; gp may be NULL. */
+template <int NT>
+__device__ __forceinline__ void warp_add(float *gp, const float (&acc)[NT][4], int64_t r0, int64_t rows, int cols) {
+  if (!gp) return;
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int j = 0; j < NT; j++)
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+      const int64_t r = r0 + g + 8 * (q >> 1);
+      const int col = 8 * j + 2 * t + (q & 1);
+      if (r < rows && col < cols) gp[r * cols + col] += acc[j][q];
+    }
+}
+
+/* Max and sum over the 4 lanes of a quad (the lanes holding one row of a C fragment). */
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+#endif
+
+template <int DP, int CP>
+__global__ void __launch_bounds__(BLOCK)
+    mma_forward(float *out, float *lse, const float *q, const float *k, const float *v, int64_t N, int64_t M, int D,
+                int Cv, float scale) {
+#if FV_NAM_MMA
+  extern __shared__ __align__(16) float smem[];
+  constexpr int LQ = DP + 4, LV = CP + 4;
+  float *Qs = smem;           /* (64, LQ) */
+  float *Ks = Qs + TILE * LQ; /* (64, LQ) */
+  float *Vs = Ks + TILE * LQ; /* (64, LV) */
+  const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  float *Pw = Vs + TILE * LV + w * PW; /* this warp's (16, LP) */
+  const int64_t b = blockIdx.y, row0 = (int64_t)blockIdx.x * TILE;
+  const float *kb = k + b * M * D, *vb = v + b * M * Cv;
+  load_tile<DP, BLOCK>(Qs, LQ, q + b * N * D, row0, N, D);
+  float o[CP / 8][4], m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.f, 0.f };
+  zero(o);
+  for (int64_t c0 = 0; c0 < M; c0 += TILE) {
+    __syncthreads(); /* the last tile's K and V are used up */
+    load_tile<DP, BLOCK>(Ks, LQ, kb, c0, M, D);
+    load_tile<CP, BLOCK>(Vs, LV, vb, c0, M, Cv);
+    __syncthreads();
+    float s[8][4];
+    zero(s);
+    warp_mma<DP, 8, true>(s, Qs + w * WARP_ROWS * LQ, LQ, Ks, LQ);
+    float mx[2] = { -INFINITY, -INFINITY };
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        s[j][e] = (c0 + 8 * j + 2 * t + (e & 1) < M) ? s[j][e] * scale : -INFINITY;
+        mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
+      }
+    float alpha[2], sum[2] = { 0.f, 0.f };
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const float mnew = fmaxf(m[h], quad_max(mx[h])); /* finite: column c0 is a key */
+      alpha[h] = expf(m[h] - mnew);
+      m[h] = mnew;
+    }
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        s[j][e] = expf(s[j][e] - m[e >> 1]);
+        sum[e >> 1] += s[j][e];
+      }
+#pragma unroll
+    for (int h = 0; h < 2; h++) l[h] = l[h] * alpha[h] + quad_sum(sum[h]);
+#pragma unroll
+    for (int j = 0; j < CP / 8; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) o[j][e] *= alpha[e >> 1];
+    warp_store(Pw, s);
+    __syncwarp();
+    warp_mma<TILE, CP / 8, false>(o, Pw, LP, Vs, LV);
+    __syncwarp(); /* Pw is read before the next tile writes it */
+  }
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    const int64_t r = row0 + w * WARP_ROWS + g + 8 * h;
+    if (r >= N) continue;
+    const float inv = 1.f / l[h];
+#pragma unroll
+    for (int j = 0; j < CP / 8; j++)
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+        const int col = 8 * j + 2 * t + e;
+        if (col < Cv) out[(b * N + r) * Cv + col] = o[j][2 * h + e] * inv;
+      }
+    if (t == 0) lse[b * N + r] = m[h] + logf(l[h]);
+  }
+#endif
+}
+
+/* dK and dV of one 64-key block against every query tile; warp rows are keys. */
+template <int DP, int CP>
+__global__ void __launch_bounds__(BLOCK)
+    mma_dkdv(float *dk, float *dv, const float *q, const float *k, const float *v, const float *dout,
+             const float *lse, const float *delta, int64_t N, int64_t M, int D, int Cv, float scale) {
+#if FV_NAM_MMA
+  extern __shared__ __align__(16) float smem[];
+  constexpr int LQ = DP + 4, LV = CP + 4;
+  float *Ks = smem;             /* (64, LQ) */
+  float *Vs = Ks + TILE * LQ;   /* (64, LV) */
+  float *Qs = Vs + TILE * LV;   /* (64, LQ) */
+  float *dOs = Qs + TILE * LQ;  /* (64, LV) */
+  float *Ls = dOs + TILE * LV;  /* (64): lse of the query tile, +inf past N */
+  float *Dl = Ls + TILE;        /* (64): delta of the query tile */
+  const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3;
+  float *Pw = Dl + TILE + w * PW; /* this warp's (16, LP) */
+  const int64_t b = blockIdx.y, key0 = (int64_t)blockIdx.x * TILE;
+  const float *qb = q + b * N * D, *ob = dout + b * N * Cv;
+  load_tile<DP, BLOCK>(Ks, LQ, k + b * M * D, key0, M, D);
+  load_tile<CP, BLOCK>(Vs, LV, v + b * M * Cv, key0, M, Cv);
+  float dka[DP / 8][4], dva[CP / 8][4];
+  zero(dka);
+  zero(dva);
+  for (int64_t r0 = 0; r0 < N; r0 += TILE) {
+    __syncthreads(); /* the last query tile is used up */
+    load_tile<DP, BLOCK>(Qs, LQ, qb, r0, N, D);
+    load_tile<CP, BLOCK>(dOs, LV, ob, r0, N, Cv);
+    if (threadIdx.x < TILE) {
+      const int64_t r = r0 + threadIdx.x;
+      Ls[threadIdx.x] = r < N ? lse[b * N + r] : INFINITY;
+      Dl[threadIdx.x] = r < N ? delta[b * N + r] : 0.f;
+    }
+    __syncthreads();
+    float st[8][4], dpt[8][4]; /* (16 keys, 64 queries): S^T and dP^T */
+    zero(st);
+    zero(dpt);
+    warp_mma<DP, 8, true>(st, Ks + w * WARP_ROWS * LQ, LQ, Qs, LQ);
+    warp_mma<CP, 8, true>(dpt, Vs + w * WARP_ROWS * LV, LV, dOs, LV);
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int qc = 8 * j + 2 * t + (e & 1);
+        const float p = expf(st[j][e] * scale - Ls[qc]);
+        st[j][e] = p;
+        dpt[j][e] = p * (dpt[j][e] - Dl[qc]) * scale;
+      }
+    warp_store(Pw, st);
+    __syncwarp();
+    warp_mma<TILE, CP / 8, false>(dva, Pw, LP, dOs, LV); /* dV += P^T dO */
+    __syncwarp();
+    warp_store(Pw, dpt);
+    __syncwarp();
+    warp_mma<TILE, DP / 8, false>(dka, Pw, LP, Qs, LQ); /* dK += dS^T Q */
+    __syncwarp();
+  }
+  warp_add(dk ? dk + b * M * D : NULL, dka, key0 + w * WARP_ROWS, M, D);
+  warp_add(dv ? dv + b * M * Cv : NULL, dva, key0 + w * WARP_ROWS, M, Cv);
+#endif
+}
+
+/* dQ of one 64-query block against every key tile; warp rows are queries. */
+template <int DP, int CP>
+__global__ void __launch_bounds__(BLOCK)
+    mma_dq(float *dq, const float *q, const float *k, const float *v, const float *dout, const float *lse,
+           const float *delta, int64_t N, int64_t M, int D, int Cv, float scale) {
+#if FV_NAM_MMA
+  extern __shared__ __align__(16) float smem[];
+  constexpr int LQ = DP + 4, LV = CP + 4;
+  float *Qs = smem;             /* (64, LQ) */
+  float *dOs = Qs + TILE * LQ;  /* (64, LV) */
+  float *Ks = dOs + TILE * LV;  /* (64, LQ) */
+  float *Vs = Ks + TILE * LQ;   /* (64, LV) */
+  const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  float *Pw = Vs + TILE * LV + w * PW; /* this warp's (16, LP) */
+  const int64_t b = blockIdx.y, row0 = (int64_t)blockIdx.x * TILE;
+  const float *kb = k + b * M * D, *vb = v + b * M * Cv;
+  load_tile<DP, BLOCK>(Qs, LQ, q + b * N * D, row0, N, D);
+  load_tile<CP, BLOCK>(dOs, LV, dout + b * N * Cv, row0, N, Cv);
+  float L[2], Dr[2];
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    const int64_t r = row0 + w * WARP_ROWS + g + 8 * h;
+    L[h] = r < N ? lse[b * N + r] : INFINITY;
+    Dr[h] = r < N ? delta[b * N + r] : 0.f;
+  }
+  float dqa[DP / 8][4];
+  zero(dqa);
+  for (int64_t c0 = 0; c0 < M; c0 += TILE) {
+    __syncthreads(); /* the last key tile is used up */
+    load_tile<DP, BLOCK>(Ks, LQ, kb, c0, M, D);
+    load_tile<CP, BLOCK>(Vs, LV, vb, c0, M, Cv);
+    __syncthreads();
+    float s[8][4], dp[8][4];
+    zero(s);
+    zero(dp);
+    warp_mma<DP, 8, true>(s, Qs + w * WARP_ROWS * LQ, LQ, Ks, LQ);
+    warp_mma<CP, 8, true>(dp, dOs + w * WARP_ROWS * LV, LV, Vs, LV);
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int h = e >> 1;
+        const float p = (c0 + 8 * j + 2 * t + (e & 1) < M) ? expf(s[j][e] * scale - L[h]) : 0.f;
+        s[j][e] = p * (dp[j][e] - Dr[h]) * scale;
+      }
+    warp_store(Pw, s);
+    __syncwarp();
+    warp_mma<TILE, DP / 8, false>(dqa, Pw, LP, Ks, LQ); /* dQ += dS K */
+    __syncwarp();
+  }
+  warp_add(dq ? dq + b * N * D : NULL, dqa, row0 + w * WARP_ROWS, N, D);
+#endif
+}
+
+/* Shared bytes of each kernel for DP, CP. */
+constexpr size_t forward_smem(int DP, int CP) {
+  return sizeof(float) * (TILE * (2 * (DP + 4) + (CP + 4)) + 4 * PW);
+}
+constexpr size_t dkdv_smem(int DP, int CP) {
+  return sizeof(float) * (TILE * (2 * (DP + 4) + 2 * (CP + 4)) + 2 * TILE + 4 * PW);
+}
+constexpr size_t dq_smem(int DP, int CP) { return sizeof(float) * (TILE * (2 * (DP + 4) + 2 * (CP + 4)) + 4 * PW); }
+
+template <int DP, int CP> int run(const fv_nn_call *c, int backward) {
+  const fv_tensor *q = c->t[backward ? 4 : 2], *k = c->t[backward ? 5 : 3], *v = c->t[backward ? 6 : 4];
+  const int64_t B = q->sizes[0], N = q->sizes[1], M = k->sizes[1];
+  const int D = (int)q->sizes[2], Cv = (int)v->sizes[2];
+  const float scale = (float)c->d[0];
+  const dim3 rows_grid((unsigned)((N + TILE - 1) / TILE), (unsigned)B);
+  if (!backward)
+    return launch_with(mma_forward<DP, CP>, "nam_attention (TF32 mma)", rows_grid, BLOCK, forward_smem(DP, CP),
+                       fv_nn_ptr<float>(c, 0), fv_nn_ptr<float>(c, 1), (const float *)fv_nn_ptr<float>(c, 2),
+                       (const float *)fv_nn_ptr<float>(c, 3), (const float *)fv_nn_ptr<float>(c, 4), N, M, D, Cv,
+                       scale);
+  float *dq = fv_nn_ptr<float>(c, 0), *dk = fv_nn_ptr<float>(c, 1), *dv = fv_nn_ptr<float>(c, 2);
+  const float *dout = fv_nn_ptr<float>(c, 3), *qp = fv_nn_ptr<float>(c, 4), *kp = fv_nn_ptr<float>(c, 5),
+              *vp = fv_nn_ptr<float>(c, 6), *out = fv_nn_ptr<float>(c, 7), *lse = fv_nn_ptr<float>(c, 8);
+  float *delta; /* (B, N) */
+  size_t delta_bytes;
+  FV_TRY(backward_delta(&delta, &delta_bytes, dout, out, B * N, Cv));
+  int status = FV_OK;
+  if (dk || dv)
+    status = launch_with(mma_dkdv<DP, CP>, "nam_attention backward (dk, dv; TF32 mma)",
+                         dim3((unsigned)((M + TILE - 1) / TILE), (unsigned)B), BLOCK, dkdv_smem(DP, CP), dk, dv, qp,
+                         kp, vp, dout, lse, (const float *)delta, N, M, D, Cv, scale);
+  if (status == FV_OK && dq)
+    status = launch_with(mma_dq<DP, CP>, "nam_attention backward (dq; TF32 mma)", rows_grid, BLOCK, dq_smem(DP, CP),
+                         dq, qp, kp, vp, dout, lse, (const float *)delta, N, M, D, Cv, scale);
+  fv_cuda_free(delta, delta_bytes);
+  return status;
+}
+
+template <int DP> int run_cp(const fv_nn_call *c, int backward, int cp) {
+  return cp <= 32 ? run<DP, 32>(c, backward) : run<DP, 64>(c, backward);
+}
+
+} // namespace
+
+/* Whether the call fits these kernels: padded widths dp <= 64 and cp <= 64. */
+int fv_cuda_nam_mma_fits(int dp, int cp) { return dp && cp && dp <= 64 && cp <= 64; }
+
+/* nn_nam_flash.cu's mma branch: float32, TF32 on, a GPU from sm_80 on, and it fits. */
+int fv_cuda_nam_mma(const fv_nn_call *c, int backward, int dp, int cp) {
+  switch (dp) {
+  case 16: return run_cp<16>(c, backward, cp);
+  case 32: return run_cp<32>(c, backward, cp);
+  default: return run_cp<64>(c, backward, cp);
+  }
+}
