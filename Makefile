@@ -59,8 +59,7 @@ $(BUILD)/cuda/%.o: cuda/%.cu cuda/common.cuh cuda/fovea_cuda.h core/fovea.h core
 	$(NVCC) $(NVCCFLAGS) $(BASE_NVCCFLAGS) -c $< -o $@
 
 $(CUDA_OBJECTS): cuda/nn_common.cuh
-$(BUILD)/cuda/nn_nam_flash.o $(BUILD)/cuda/nn_nam_flash_tc.o $(BUILD)/cuda/nn_nam_gemm.o $(BUILD)/cuda/nn_nam_mma.o: \
-  cuda/nam_tiles.cuh
+$(BUILD)/cuda/nn_nam_flash.o $(BUILD)/cuda/nn_nam_gemm.o $(BUILD)/cuda/nn_nam_mma.o: cuda/nam_tiles.cuh
 $(BUILD)/cuda/cudnn.o: BASE_NVCCFLAGS += -DFV_HAVE_CUDNN=$(if $(filter 1,$(CUDNN)),1,0)
 
 $(LIB): $(OBJECTS)

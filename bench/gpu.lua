@@ -6,7 +6,7 @@
 -- dual model with NAM at the stem (N = 37,249) at batch 4.
 -- Needs a GPU and the CUDA backend (make cuda); cuda/gpu_check.sh runs it.
 --   luajit bench/gpu.lua [--runs 5] [--python python3]   (--python none: fovea alone)
--- FOVEA_NAM_KERNEL=gemm|mma|flash picks the TF32 NAM kernel (cuda/README.md).
+-- FOVEA_NAM_KERNEL=gemm runs NAM through cuBLAS instead of the fused mma kernel (cuda/README.md).
 package.path = './?.lua;./?/init.lua;./lua/?.lua;./lua/?/init.lua;' .. package.path
 local fv = require 'fovea'
 local models = require 'models'
@@ -34,7 +34,7 @@ local function timed(fn)
 end
 
 print(('fovea on cuda (%d device(s)), NAM kernel %s; PyTorch through %s'):format(fv.cuda.device_count(),
-  os.getenv('FOVEA_NAM_KERNEL') or 'default', opts.python))
+  os.getenv('FOVEA_NAM_KERNEL') or 'mma (default)', opts.python))
 for _, batch in ipairs { 4, 32 } do
   fv.manual_seed(0)
   local model = models.build { name = 'dual', classes = 2 }:cuda()

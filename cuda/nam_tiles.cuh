@@ -1,9 +1,9 @@
-/* nam_tiles.cuh: what the tiled NAM attention kernels share (cuda/nn_nam_flash.cu on CUDA
- * cores, cuda/nn_nam_flash_tc.cu on TF32 tensor cores): the tile shape (64 query rows by
- * 64 keys, 256 threads as 16 x 16; thread (ty, tx) owns rows 4*ty .. 4*ty+3 and columns
- * tx, tx+16, ...), zero-padded tile loads, reductions over a row's 16 threads, the
- * padded widths, the launch with dynamic shared memory, and the backward's
- * delta_i = dout_i . out_i. Included by those two files only. */
+/* nam_tiles.cuh: what the float32 NAM kernels share (cuda/nn_nam_flash.cu exact on CUDA
+ * cores, cuda/nn_nam_mma.cu and cuda/nn_nam_gemm.cu on TF32 tensor cores): the tile shape
+ * (64 query rows by 64 keys; nn_nam_flash.cu's 256 threads as 16 x 16, thread (ty, tx)
+ * owning rows 4*ty .. 4*ty+3 and columns tx, tx+16, ...), zero-padded tile loads,
+ * reductions over a row's 16 threads, the padded widths, the launch with dynamic shared
+ * memory, and the backward's delta_i = dout_i . out_i. Included by those files only. */
 #ifndef FOVEA_CUDA_NAM_TILES_CUH
 #define FOVEA_CUDA_NAM_TILES_CUH
 

@@ -83,16 +83,11 @@ int fv_cuda_nn_upsample(const fv_nn_call *c, int backward);      /* nn_upsample.
 int fv_cuda_nn_shuffle(const fv_nn_call *c, int backward);       /* nn_shuffle.cu */
 int fv_cuda_nn_batch_norm(const fv_nn_call *c, int backward);    /* nn_batch_norm.cu */
 int fv_cuda_nn_nam(const fv_nn_call *c, int backward);            /* nn_nam.cu: FV_OP_NAM */
-/* nn_nam_flash.cu: the tiled float32 kernels; *taken = 0 when the call is left to nn_nam.cu */
-int fv_cuda_nam_flash(const fv_nn_call *c, int backward, int *taken);
-/* nn_nam_flash_tc.cu: the TF32 tensor-core kernels, taken when TF32 is on and the GPU has them */
-int fv_cuda_nam_flash_tc(const fv_nn_call *c, int backward, int dp, int cp);
-int fv_cuda_nam_flash_tc_ready(void);
-/* nn_nam_gemm.cu: cuBLAS products over chunks of query rows, taken when TF32 is on */
+/* The float32 NAM kernels nn_nam.cu chooses among (*taken = 0: the call does not fit):
+ * nn_nam_mma.cu (TF32, fused), nn_nam_gemm.cu (TF32, cuBLAS), nn_nam_flash.cu (exact) */
+int fv_cuda_nam_mma(const fv_nn_call *c, int backward, int *taken);
 int fv_cuda_nam_gemm(const fv_nn_call *c, int backward);
-/* nn_nam_mma.cu: warp-level TF32 mma.sync kernels, padded widths up to 64 */
-int fv_cuda_nam_mma_fits(int dp, int cp);
-int fv_cuda_nam_mma(const fv_nn_call *c, int backward, int dp, int cp);
+int fv_cuda_nam_exact(const fv_nn_call *c, int backward, int *taken);
 int fv_cuda_nn_criss_cross(const fv_nn_call *c, int backward);    /* nn_criss_cross.cu */
 int fv_cuda_conv2d(const fv_nn_call *c, int backward);           /* cudnn.cu (stub without cuDNN) */
 int fv_cuda_conv2d_available(void);                              /* 1 when cudnn.cu has cuDNN */

@@ -1,15 +1,23 @@
 /* nn_nam.cu: the fused NAM attention (FV_OP_NAM) on the GPU, float32 and float64:
  *   out_i = sum_j softmax_j(scale * q_i . k_j) v_j,  lse_i = log sum_j exp(scale * q_i . k_j)
- * with q (B, N, D), k (B, M, D), v (B, M, Cv), out (B, N, Cv), lse (B, N); the N x M score
- * matrix is never stored. The simple kernels, correctness over speed: one
+ * with q (B, N, D), k (B, M, D), v (B, M, Cv), out (B, N, Cv), lse (B, N). The choice of
+ * kernel (fv_cuda_nn_nam), for float32 with keys and rows:
+ *   TF32 on (the default)  nn_nam_mma.cu's fused mma.sync kernels when D and Cv are at
+ *                          most 64 on sm_80 and later, else nn_nam_gemm.cu's cuBLAS
+ *                          products over bounded chunks of scores; FOVEA_NAM_KERNEL=gemm
+ *                          forces the latter (FOVEA_NAM_KERNEL=mma is the default).
+ *   TF32 off               nn_nam_flash.cu's exact tiled kernels (D and Cv up to 128).
+ * The rest (float64, wider rows with TF32 off, no keys) runs the simple kernels below,
+ * correctness over speed, where the N x M score matrix is never stored either: one
  * thread per query row; forward makes two passes over the keys (an online max and sum
  * giving lse, then out_i = sum_j exp(s_ij - lse_i) v_j accumulated in the output row),
  * backward recomputes p_ij = exp(s_ij - lse_i) and adds dq_i itself and dk_j, dv_j with
  * atomicAdd. Dot products and sums in the element type (float for float32), the max and
  * softmax sum in double. Backward accumulates (+=) into dq, dk, dv (each may be NULL).
- * These run float64 and the shapes that nn_nam_flash.cu's tiled float32 kernels leave
- * (D or Cv over 128, no keys); the tiled kernels take the rest.
  * Build: nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/nn_nam.cu -o build/cuda/nn_nam.o */
+#include <stdlib.h>
+#include <string.h>
+
 #include "nn_common.cuh"
 
 template <typename T> __device__ __forceinline__ T dot(const T *a, const T *b, int64_t n) {
@@ -88,8 +96,23 @@ template <typename T> static int nam_run(const fv_nn_call *c, int backward) {
 }
 
 int fv_cuda_nn_nam(const fv_nn_call *c, int backward) {
-  int taken = 0;
-  const int status = fv_cuda_nam_flash(c, backward, &taken);
-  if (taken) return status;
-  return fv_nn_is_f64(c) ? nam_run<double>(c, backward) : nam_run<float>(c, backward);
+  const fv_tensor *q = c->t[backward ? 4 : 2], *k = c->t[backward ? 5 : 3];
+  if (fv_nn_is_f64(c)) return nam_run<double>(c, backward);
+  if (k->sizes[1] > 0 && q->sizes[0] * q->sizes[1] > 0) {
+    int taken = 0, status;
+    if (fv_cuda_tf32_enabled()) {
+      const char *kind = getenv("FOVEA_NAM_KERNEL");
+      const int gemm = kind && !strcmp(kind, "gemm");
+      if (kind && *kind && !gemm && strcmp(kind, "mma"))
+        return fv_fail(FV_ERR_ARGUMENT, "nam_attention: FOVEA_NAM_KERNEL=%s: expected mma (the default) or gemm", kind);
+      if (!gemm) {
+        status = fv_cuda_nam_mma(c, backward, &taken);
+        if (taken) return status;
+      }
+      return fv_cuda_nam_gemm(c, backward);
+    }
+    status = fv_cuda_nam_exact(c, backward, &taken);
+    if (taken) return status;
+  }
+  return nam_run<float>(c, backward);
 }

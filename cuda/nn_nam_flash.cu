@@ -1,9 +1,6 @@
-/* nn_nam_flash.cu: the fused NAM attention for float32 as tiled flash-attention kernels
- * (FlashAttention-2's schedule on CUDA cores, exact float32: fmaf, no TF32), and the
- * choice among the float32 kernels: with TF32 on (fv.cuda.set_tf32, the default)
- * fv_cuda_nam_flash() hands the call to nn_nam_gemm.cu (cuBLAS on TF32 tensor cores over
- * bounded chunks of scores), or with FOVEA_NAM_KERNEL=flash to nn_nam_flash_tc.cu's fused
- * WMMA kernels; with TF32 off it runs the kernels below.
+/* nn_nam_flash.cu: the fused NAM attention for float32 with TF32 off, as tiled
+ * flash-attention kernels on CUDA cores (FlashAttention-2's schedule, exact float32: fmaf,
+ * float32 sums; nn_nam.cu chooses it):
  *   forward   a block per (64 query rows, batch): the query tile stays in shared memory,
  *             64-key tiles of K and V stream through it; scores, the online row max and
  *             sum, and the output rows live in registers; P goes through shared memory to
@@ -16,12 +13,7 @@
  * Block: 256 threads as 16 x 16; thread (ty, tx) owns rows 4*ty .. 4*ty+3 of its tile and
  * columns tx, tx+16, ... (conflict-free shared-memory columns). D and Cv are padded to
  * the template's DP and CP (16, 32, 64, 128) with zeros in shared memory.
- * fv_cuda_nam_flash() sets *taken = 0 when it leaves the call (float64; TF32 off with D or
- * Cv over 128; no keys) to nn_nam.cu's simple kernels.
  * Build: nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/nn_nam_flash.cu -o build/cuda/nn_nam_flash.o */
-#include <stdlib.h>
-#include <string.h>
-
 #include "nam_tiles.cuh"
 
 namespace {
@@ -300,25 +292,12 @@ template <int DP> static int run_cp(const fv_nn_call *c, int backward, int cp) {
 } // namespace
 
 /* Runs the call and sets *taken, or leaves *taken 0 for nn_nam.cu's simple kernels. */
-int fv_cuda_nam_flash(const fv_nn_call *c, int backward, int *taken) {
-  *taken = 0;
-  if (fv_nn_is_f64(c)) return FV_OK;
-  const fv_tensor *q = c->t[backward ? 4 : 2], *k = c->t[backward ? 5 : 3], *v = c->t[backward ? 6 : 4];
+/* The exact tiled kernels (TF32 off): *taken = 0 when D or Cv is over 128 or B over 65535. */
+int fv_cuda_nam_exact(const fv_nn_call *c, int backward, int *taken) {
+  const fv_tensor *q = c->t[backward ? 4 : 2], *v = c->t[backward ? 6 : 4];
   const int dp = padded(q->sizes[2]), cp = padded(v->sizes[2]);
-  const int64_t B = q->sizes[0], N = q->sizes[1], M = k->sizes[1];
-  if (M == 0 || B * N == 0) return FV_OK;
-  const int tiled = dp && cp && B <= 65535; /* the tiled kernels' limits */
-  if (fv_cuda_tf32_enabled()) {
-    *taken = 1;
-    const char *kind = getenv("FOVEA_NAM_KERNEL");
-    if (tiled && kind && fv_cuda_nam_flash_tc_ready()) {
-      if (!strcmp(kind, "flash")) return fv_cuda_nam_flash_tc(c, backward, dp, cp);
-      if (!strcmp(kind, "mma") && fv_cuda_nam_mma_fits(dp, cp)) return fv_cuda_nam_mma(c, backward, dp, cp);
-    }
-    return fv_cuda_nam_gemm(c, backward);
-  }
-  if (!tiled) return FV_OK;
-  *taken = 1;
+  *taken = dp && cp && q->sizes[0] <= 65535;
+  if (!*taken) return FV_OK;
   switch (dp) {
   case 16: return run_cp<16>(c, backward, cp);
   case 32: return run_cp<32>(c, backward, cp);

@@ -7,8 +7,9 @@
  *             scale in place (one pass); dV += P^T dout_c, dK += dS^T Q_c, dQ_c += dS K
  *             (cuBLAS with beta = 1; a NULL gradient skips its product).
  * The products run on TF32 tensor cores (cuBLAS's math mode follows fv_cuda_set_tf32), the
- * softmax in float32. nn_nam_flash.cu sends float32 calls here when TF32 is on, unless
- * FOVEA_NAM_KERNEL=flash asks for nn_nam_flash_tc.cu's fused WMMA kernels.
+ * softmax in float32. nn_nam.cu sends TF32 calls here that nn_nam_mma.cu's fused kernels
+ * do not take (D or Cv over 64, GPUs before sm_80), and all of them with
+ * FOVEA_NAM_KERNEL=gemm.
  * Build: nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/nn_nam_gemm.cu -o build/cuda/nn_nam_gemm.o */
 #include <algorithm>
 
@@ -153,5 +154,5 @@ int backward(const fv_nn_call *c) {
 
 } // namespace
 
-/* nn_nam_flash.cu's choice for float32 with TF32 on. */
+/* nn_nam.cu's choice for float32 with TF32 on when nn_nam_mma.cu's kernels do not fit. */
 int fv_cuda_nam_gemm(const fv_nn_call *c, int backward_pass) { return backward_pass ? backward(c) : forward(c); }

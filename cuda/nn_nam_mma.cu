@@ -14,8 +14,8 @@
  * t), a2 (g, t+4), a3 (g+8, t+4); B b0 (k t, n g), b1 (k t+4, n g); C c0 (g, 2t),
  * c1 (g, 2t+1), c2 (g+8, 2t), c3 (g+8, 2t+1). Operands are rounded to TF32 (cvt.rna).
  * D and Cv are padded to DP (16, 32, 64) and CP (32, 64) with zeros; sm_80 and later
- * (the kernels compile empty for the compute_75 PTX). nn_nam_flash.cu chooses it with
- * TF32 on.
+ * (the kernels compile empty for the compute_75 PTX). nn_nam.cu chooses it with TF32 on
+ * (the default).
  * Build: nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/nn_nam_mma.cu -o build/cuda/nn_nam_mma.o */
 #include "nam_tiles.cuh"
 
@@ -347,11 +347,24 @@ template <int DP> int run_cp(const fv_nn_call *c, int backward, int cp) {
 
 } // namespace
 
-/* Whether the call fits these kernels: padded widths dp <= 64 and cp <= 64. */
-int fv_cuda_nam_mma_fits(int dp, int cp) { return dp && cp && dp <= 64 && cp <= 64; }
+/* Whether the GPU has TF32 mma.sync (compute capability 8.0 or later). */
+static int mma_ready(void) {
+  static int ready = -1;
+  if (ready < 0) {
+    int device = 0, major = 0;
+    ready = cudaGetDevice(&device) == cudaSuccess &&
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 8;
+  }
+  return ready;
+}
 
-/* nn_nam_flash.cu's mma branch: float32, TF32 on, a GPU from sm_80 on, and it fits. */
-int fv_cuda_nam_mma(const fv_nn_call *c, int backward, int dp, int cp) {
+/* The fused TF32 kernels: *taken = 0 when D or Cv is over 64, B over 65535, or the GPU
+ * older than sm_80 (nn_nam.cu then takes nn_nam_gemm.cu's). */
+int fv_cuda_nam_mma(const fv_nn_call *c, int backward, int *taken) {
+  const fv_tensor *q = c->t[backward ? 4 : 2], *v = c->t[backward ? 6 : 4];
+  const int dp = padded(q->sizes[2]), cp = padded(v->sizes[2]);
+  *taken = dp && cp && dp <= 64 && cp <= 64 && q->sizes[0] <= 65535 && mma_ready();
+  if (!*taken) return FV_OK;
   switch (dp) {
   case 16: return run_cp<16>(c, backward, cp);
   case 32: return run_cp<32>(c, backward, cp);
