@@ -35,50 +35,43 @@ end
 
 print(('fovea on cuda (%d device(s)), NAM kernel %s; PyTorch through %s'):format(fv.cuda.device_count(),
   os.getenv('FOVEA_NAM_KERNEL') or 'mma (default)', opts.python))
-for _, batch in ipairs { 4, 32 } do
+
+-- Median seconds of an Adam training step of models.build(spec) on the GPU for images x
+-- and labels y, and the peak GPU memory it took (MiB).
+local function step_seconds(spec, x, y)
   fv.manual_seed(0)
-  local model = models.build { name = 'dual', classes = 2 }:cuda()
+  local model = models.build(spec):cuda()
   local opt = fv.optim.Adam(model, { lr = 2e-4 })
-  local x = fv.randn({ batch, 3, 386, 386 }, { device = 'cuda' })
-  local y = fv.tensor((function()
-    local t = {}
-    for i = 1, batch do t[i] = 1 + i % 2 end
-    return t
-  end)(), { dtype = 'int64' }):cuda()
   fv.cuda.reset_peak()
   local seconds = timed(function()
     opt:zero_grad()
     fv.F.cross_entropy(model(x), y):backward()
     opt:step()
   end)
-  print(('fovea  step size=386 batch=%d images_per_s=%.2f peak_mb=%.1f'):format(batch, batch / seconds,
-    fv.cuda.memory_stats().peak / 2 ^ 20))
+  return seconds, fv.cuda.memory_stats().peak / 2 ^ 20
+end
+
+-- (batch) labels 2, 1, 2, 1, ... on the GPU
+local function labels(batch)
+  local t = {}
+  for i = 1, batch do t[i] = 1 + i % 2 end
+  return fv.tensor(t, { dtype = 'int64' }):cuda()
+end
+
+for _, batch in ipairs { 4, 32 } do
+  local x, y = fv.randn({ batch, 3, 386, 386 }, { device = 'cuda' }), labels(batch)
+  local seconds, peak = step_seconds({ name = 'dual', classes = 2 }, x, y)
+  print(('fovea  step size=386 batch=%d images_per_s=%.2f peak_mb=%.1f'):format(batch, batch / seconds, peak))
   print('torch  ' .. peer(('step 386 %d %d'):format(batch, opts.runs)))
   -- where the time goes: the same step without the NAM branch (fovea alone)
-  model = models.build { name = 'dual', classes = 2, variant = 'baseline' }:cuda()
-  opt = fv.optim.Adam(model, { lr = 2e-4 })
-  seconds = timed(function()
-    opt:zero_grad()
-    fv.F.cross_entropy(model(x), y):backward()
-    opt:step()
-  end)
+  seconds = step_seconds({ name = 'dual', classes = 2, variant = 'baseline' }, x, y)
   print(('fovea  step size=386 batch=%d variant=baseline images_per_s=%.2f'):format(batch, batch / seconds))
 end
 -- the acceptance case: NAM at the stem (N = 193 x 193 = 37,249 positions) at batch 4
 do
-  fv.manual_seed(0)
-  local model = models.build { name = 'dual', classes = 2, nam_at = 0 }:cuda()
-  local opt = fv.optim.Adam(model, { lr = 2e-4 })
-  local x = fv.randn({ 4, 3, 386, 386 }, { device = 'cuda' })
-  local y = fv.tensor({ 1, 2, 1, 2 }, { dtype = 'int64' }):cuda()
-  fv.cuda.reset_peak()
-  local seconds = timed(function()
-    opt:zero_grad()
-    fv.F.cross_entropy(model(x), y):backward()
-    opt:step()
-  end)
-  print(('fovea  step size=386 batch=4 nam_at=0 images_per_s=%.2f peak_mb=%.1f'):format(4 / seconds,
-    fv.cuda.memory_stats().peak / 2 ^ 20))
+  local seconds, peak = step_seconds({ name = 'dual', classes = 2, nam_at = 0 },
+    fv.randn({ 4, 3, 386, 386 }, { device = 'cuda' }), labels(4))
+  print(('fovea  step size=386 batch=4 nam_at=0 images_per_s=%.2f peak_mb=%.1f'):format(4 / seconds, peak))
 end
 for _, side in ipairs { 97, 193 } do
   local n = side * side

@@ -291,7 +291,6 @@ template <int DP> static int run_cp(const fv_nn_call *c, int backward, int cp) {
 
 } // namespace
 
-/* Runs the call and sets *taken, or leaves *taken 0 for nn_nam.cu's simple kernels. */
 /* The exact tiled kernels (TF32 off): *taken = 0 when D or Cv is over 128 or B over 65535. */
 int fv_cuda_nam_exact(const fv_nn_call *c, int backward, int *taken) {
   const fv_tensor *q = c->t[backward ? 4 : 2], *v = c->t[backward ? 6 : 4];
