@@ -124,6 +124,16 @@ extern "C" int fv_cuda_init(void) {
   return FV_OK;
 }
 
+static int autocast_bf16; /* fv_cuda_set_autocast */
+
+extern "C" int fv_cuda_set_autocast(int bf16) {
+  const int previous = autocast_bf16;
+  autocast_bf16 = bf16 != 0;
+  return previous;
+}
+
+int fv_cuda_autocast_bf16(void) { return autocast_bf16; }
+
 extern "C" int fv_cuda_synchronize(void) {
   FV_CUDA_TRY("synchronize", cudaDeviceSynchronize());
   return FV_OK;

@@ -177,6 +177,8 @@ int fv_cuda_reduce(int op, fv_tensor *out, fv_tensor *index, const fv_tensor *a,
 int fv_cuda_matmul(fv_tensor *out, const fv_tensor *a, const fv_tensor *b);
 /* Whether float32 products may use TF32 tensor cores (fv_cuda_set_tf32; matmul.cu). */
 int fv_cuda_tf32_enabled(void);
+/* Whether bf16 autocast is on for float32 conv2d and NAM (fv_cuda_set_autocast; backend.cu). */
+int fv_cuda_autocast_bf16(void);
 int fv_cuda_random(int op, fv_tensor *out, uint64_t seed, uint64_t offset);
 /* optimizer steps (optim.cu; fv_backend's adam_step, sgd_step, grad_norm_part, grad_scale) */
 int fv_cuda_adam_step(int n, fv_tensor *const *params, fv_tensor *const *exp_avg, fv_tensor *const *exp_avg_sq,

@@ -30,6 +30,11 @@ void fv_cuda_reset_peak(void);
 /* TF32 tensor-core math for float32 matmul (cuBLAS), on (1) by default; returns the
  * previous setting. float64 is never affected. */
 int fv_cuda_set_tf32(int enabled);
+/* bf16 autocast, off (0) by default: float32 convolutions (cuDNN) and NAM attention on
+ * the GPU take bfloat16 operands with float32 accumulation, while tensors, parameters and
+ * gradients stay float32 (float32 master weights). Overrides TF32 for those ops; other ops
+ * are unchanged. Returns the previous setting. */
+int fv_cuda_set_autocast(int bf16);
 /* Waits until the GPU has finished all work (for timings); reports any pending error. */
 int fv_cuda_synchronize(void);
 

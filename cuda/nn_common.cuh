@@ -84,8 +84,8 @@ int fv_cuda_nn_shuffle(const fv_nn_call *c, int backward);       /* nn_shuffle.c
 int fv_cuda_nn_batch_norm(const fv_nn_call *c, int backward);    /* nn_batch_norm.cu */
 int fv_cuda_nn_nam(const fv_nn_call *c, int backward);            /* nn_nam.cu: FV_OP_NAM */
 /* The float32 NAM kernels nn_nam.cu chooses among (*taken = 0: the call does not fit):
- * nn_nam_mma.cu (TF32, fused), nn_nam_gemm.cu (TF32, cuBLAS), nn_nam_flash.cu (exact) */
-int fv_cuda_nam_mma(const fv_nn_call *c, int backward, int *taken);
+ * nn_nam_mma.cu (TF32 or bf16, fused), nn_nam_gemm.cu (TF32, cuBLAS), nn_nam_flash.cu (exact) */
+int fv_cuda_nam_mma(const fv_nn_call *c, int backward, int bf16, int *taken);
 int fv_cuda_nam_gemm(const fv_nn_call *c, int backward);
 int fv_cuda_nam_exact(const fv_nn_call *c, int backward, int *taken);
 int fv_cuda_nn_criss_cross(const fv_nn_call *c, int backward);    /* nn_criss_cross.cu */

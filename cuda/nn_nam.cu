@@ -2,6 +2,8 @@
  *   out_i = sum_j softmax_j(scale * q_i . k_j) v_j,  lse_i = log sum_j exp(scale * q_i . k_j)
  * with q (B, N, D), k (B, M, D), v (B, M, Cv), out (B, N, Cv), lse (B, N). The choice of
  * kernel (fv_cuda_nn_nam), for float32 with keys and rows:
+ *   bf16 autocast          nn_nam_mma.cu's fused kernels with bfloat16 operands when D and
+ *                          Cv are at most 64 on sm_80 and later; else as below.
  *   TF32 on (the default)  nn_nam_mma.cu's fused mma.sync kernels when D and Cv are at
  *                          most 64 on sm_80 and later, else nn_nam_gemm.cu's cuBLAS
  *                          products over bounded chunks of scores; FOVEA_NAM_KERNEL=gemm
@@ -100,13 +102,17 @@ int fv_cuda_nn_nam(const fv_nn_call *c, int backward) {
   if (fv_nn_is_f64(c)) return nam_run<double>(c, backward);
   if (k->sizes[1] > 0 && q->sizes[0] * q->sizes[1] > 0) {
     int taken = 0, status;
+    if (fv_cuda_autocast_bf16()) {
+      status = fv_cuda_nam_mma(c, backward, 1, &taken);
+      if (taken) return status;
+    }
     if (fv_cuda_tf32_enabled()) {
       const char *kind = getenv("FOVEA_NAM_KERNEL");
       const int gemm = kind && !strcmp(kind, "gemm");
       if (kind && *kind && !gemm && strcmp(kind, "mma"))
         return fv_fail(FV_ERR_ARGUMENT, "nam_attention: FOVEA_NAM_KERNEL=%s: expected mma (the default) or gemm", kind);
       if (!gemm) {
-        status = fv_cuda_nam_mma(c, backward, &taken);
+        status = fv_cuda_nam_mma(c, backward, 0, &taken);
         if (taken) return status;
       }
       return fv_cuda_nam_gemm(c, backward);

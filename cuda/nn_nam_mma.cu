@@ -1,25 +1,28 @@
-/* nn_nam_mma.cu: the fused NAM attention for float32 on TF32 tensor cores with warp-level
- * mma.sync (m16n8k8), FlashAttention-2's schedule with the scores, the softmax state and
- * the accumulators in registers: a block of 4 warps takes 64 rows (queries, or keys in
- * the dK/dV pass), each warp 16 of them; 64-row tiles of the other side stream through
- * shared memory. Only P (or dS) goes through a per-warp shared tile, to turn the
- * accumulator layout into the A-operand layout of the next product.
+/* nn_nam_mma.cu: the fused NAM attention for float32 on tensor cores with warp-level
+ * mma.sync, TF32 (m16n8k8; the default) or, under bf16 autocast, bfloat16 operands
+ * (m16n8k16), float32 accumulation either way. FlashAttention-2's schedule with the
+ * scores, the softmax state and the accumulators in registers: a block of 4 warps takes
+ * 64 rows (queries, or keys in the dK/dV pass), each warp 16 of them; 64-row tiles of the
+ * other side stream through shared memory (float32). Only P (or dS) goes through a
+ * per-warp shared tile, to turn the accumulator layout into the A-operand layout of the
+ * next product.
  *   forward   S = Q K^T, online max and sum per row (quad shuffles), O = O alpha + P V;
  *             writes out (B, N, Cv) and lse (B, N).
  *   backward  delta (nam_tiles.cuh); per 64-key block S^T = K Q^T, dP^T = V dO^T,
  *             P^T and dS^T = P^T (dP^T - delta) scale, dV += P^T dO, dK += dS^T Q; per
  *             64-query block S, dP, dS, dQ += dS K. No atomics: the same gradients on
  *             every run. Each adds (+=) into its gradient, which may be NULL.
- * Fragment layouts (PTX ISA, mma.m16n8k8 .tf32), lane = 4 g + t: A a0 (g, t), a1 (g+8,
- * t), a2 (g, t+4), a3 (g+8, t+4); B b0 (k t, n g), b1 (k t+4, n g); C c0 (g, 2t),
- * c1 (g, 2t+1), c2 (g+8, 2t), c3 (g+8, 2t+1). Operands are rounded to TF32 (cvt.rna).
+ * Accumulator layout (both kinds), lane = 4 g + t: c0 (g, 2t), c1 (g, 2t+1), c2 (g+8, 2t),
+ * c3 (g+8, 2t+1); the operand layouts are at warp_mma. TF32 operands are rounded with
+ * cvt.rna, bfloat16 ones to nearest even.
  * D and Cv are padded to DP (16, 32, 64) and CP (32, 64) with zeros; sm_80 and later
- * (the kernels compile empty for the compute_75 PTX). nn_nam.cu chooses it with TF32 on
- * (the default).
+ * (the kernels compile empty for the compute_75 PTX). nn_nam.cu chooses it.
  * Build: nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/nn_nam_mma.cu -o build/cuda/nn_nam_mma.o */
+#include <cuda_bf16.h>
+
 #include "nam_tiles.cuh"
 
-/* 1 where mma.sync with TF32 exists: the host pass and devices from sm_80 on */
+/* 1 where mma.sync with TF32 and bf16 exists: the host pass and devices from sm_80 on */
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
 #define FV_NAM_MMA 1
 #else
@@ -48,25 +51,51 @@ __device__ __forceinline__ void mma8(float (&c)[4], const uint32_t (&a)[4], uint
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+__device__ __forceinline__ void mma16_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+               "{%0,%1,%2,%3};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* Two floats rounded to bfloat16 in one register, lo in the low half (the lower k). */
+__device__ __forceinline__ uint32_t bf16x2(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t *>(&v);
+}
+
 /* acc[j] += A (16 x K: rows at a, stride lda) times B (K x 8 NT). B_ROWS: B(k, n) =
  * b[n * ldb + k] (the rows of b are B's columns, as K for Q K^T); else B(k, n) =
- * b[k * ldb + n]. */
-template <int K, int NT, bool B_ROWS>
+ * b[k * ldb + n]. BF16: operands rounded to bfloat16, m16n8k16 (K a multiple of 16);
+ * else TF32, m16n8k8. Fragments (PTX ISA) for lane 4 g + t: TF32 A a0 (g, t), a1 (g+8, t),
+ * a2 (g, t+4), a3 (g+8, t+4), B b0 (t, g), b1 (t+4, g); BF16 A a0 (g, 2t..2t+1), a1 (g+8,
+ * 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..), B b0 (2t..2t+1, g), b1 (2t+8..2t+9, g). */
+template <int K, int NT, bool B_ROWS, bool BF16>
 __device__ __forceinline__ void warp_mma(float (&acc)[NT][4], const float *a, int lda, const float *b, int ldb) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  auto B = [&](int kk, int n) { return B_ROWS ? b[n * ldb + kk] : b[kk * ldb + n]; };
+  if (BF16) {
 #pragma unroll 2
-  for (int k0 = 0; k0 < K; k0 += 8) {
-    uint32_t fa[4];
-    fa[0] = tf32(a[g * lda + k0 + t]);
-    fa[1] = tf32(a[(g + 8) * lda + k0 + t]);
-    fa[2] = tf32(a[g * lda + k0 + t + 4]);
-    fa[3] = tf32(a[(g + 8) * lda + k0 + t + 4]);
+    for (int k0 = 0; k0 < K; k0 += 16) {
+      const float *r0 = a + g * lda + k0 + 2 * t, *r8 = r0 + 8 * lda;
+      const uint32_t fa[4] = { bf16x2(r0[0], r0[1]), bf16x2(r8[0], r8[1]), bf16x2(r0[8], r0[9]),
+                               bf16x2(r8[8], r8[9]) };
 #pragma unroll
-    for (int j = 0; j < NT; j++) {
-      const int n = 8 * j + g;
-      const uint32_t b0 = tf32(B_ROWS ? b[n * ldb + k0 + t] : b[(k0 + t) * ldb + n]);
-      const uint32_t b1 = tf32(B_ROWS ? b[n * ldb + k0 + t + 4] : b[(k0 + t + 4) * ldb + n]);
-      mma8(acc[j], fa, b0, b1);
+      for (int j = 0; j < NT; j++) {
+        const int n = 8 * j + g, kk = k0 + 2 * t;
+        mma16_bf16(acc[j], fa, bf16x2(B(kk, n), B(kk + 1, n)), bf16x2(B(kk + 8, n), B(kk + 9, n)));
+      }
+    }
+  } else {
+#pragma unroll 2
+    for (int k0 = 0; k0 < K; k0 += 8) {
+      const uint32_t fa[4] = { tf32(a[g * lda + k0 + t]), tf32(a[(g + 8) * lda + k0 + t]),
+                               tf32(a[g * lda + k0 + t + 4]), tf32(a[(g + 8) * lda + k0 + t + 4]) };
+#pragma unroll
+      for (int j = 0; j < NT; j++) {
+        const int n = 8 * j + g;
+        mma8(acc[j], fa, tf32(B(k0 + t, n)), tf32(B(k0 + t + 4, n)));
+      }
     }
   }
 }
@@ -113,7 +142,7 @@ __device__ __forceinline__ float quad_sum(float v) {
 }
 #endif
 
-template <int DP, int CP>
+template <int DP, int CP, bool BF16>
 __global__ void __launch_bounds__(BLOCK)
     mma_forward(float *out, float *lse, const float *q, const float *k, const float *v, int64_t N, int64_t M, int D,
                 int Cv, float scale) {
@@ -137,7 +166,7 @@ __global__ void __launch_bounds__(BLOCK)
     __syncthreads();
     float s[8][4];
     zero(s);
-    warp_mma<DP, 8, true>(s, Qs + w * WARP_ROWS * LQ, LQ, Ks, LQ);
+    warp_mma<DP, 8, true, BF16>(s, Qs + w * WARP_ROWS * LQ, LQ, Ks, LQ);
     float mx[2] = { -INFINITY, -INFINITY };
 #pragma unroll
     for (int j = 0; j < 8; j++)
@@ -168,7 +197,7 @@ __global__ void __launch_bounds__(BLOCK)
       for (int e = 0; e < 4; e++) o[j][e] *= alpha[e >> 1];
     warp_store(Pw, s);
     __syncwarp();
-    warp_mma<TILE, CP / 8, false>(o, Pw, LP, Vs, LV);
+    warp_mma<TILE, CP / 8, false, BF16>(o, Pw, LP, Vs, LV);
     __syncwarp(); /* Pw is read before the next tile writes it */
   }
 #pragma unroll
@@ -189,7 +218,7 @@ __global__ void __launch_bounds__(BLOCK)
 }
 
 /* dK and dV of one 64-key block against every query tile; warp rows are keys. */
-template <int DP, int CP>
+template <int DP, int CP, bool BF16>
 __global__ void __launch_bounds__(BLOCK)
     mma_dkdv(float *dk, float *dv, const float *q, const float *k, const float *v, const float *dout,
              const float *lse, const float *delta, int64_t N, int64_t M, int D, int Cv, float scale) {
@@ -224,8 +253,8 @@ __global__ void __launch_bounds__(BLOCK)
     float st[8][4], dpt[8][4]; /* (16 keys, 64 queries): S^T and dP^T */
     zero(st);
     zero(dpt);
-    warp_mma<DP, 8, true>(st, Ks + w * WARP_ROWS * LQ, LQ, Qs, LQ);
-    warp_mma<CP, 8, true>(dpt, Vs + w * WARP_ROWS * LV, LV, dOs, LV);
+    warp_mma<DP, 8, true, BF16>(st, Ks + w * WARP_ROWS * LQ, LQ, Qs, LQ);
+    warp_mma<CP, 8, true, BF16>(dpt, Vs + w * WARP_ROWS * LV, LV, dOs, LV);
 #pragma unroll
     for (int j = 0; j < 8; j++)
 #pragma unroll
@@ -237,11 +266,11 @@ __global__ void __launch_bounds__(BLOCK)
       }
     warp_store(Pw, st);
     __syncwarp();
-    warp_mma<TILE, CP / 8, false>(dva, Pw, LP, dOs, LV); /* dV += P^T dO */
+    warp_mma<TILE, CP / 8, false, BF16>(dva, Pw, LP, dOs, LV); /* dV += P^T dO */
     __syncwarp();
     warp_store(Pw, dpt);
     __syncwarp();
-    warp_mma<TILE, DP / 8, false>(dka, Pw, LP, Qs, LQ); /* dK += dS^T Q */
+    warp_mma<TILE, DP / 8, false, BF16>(dka, Pw, LP, Qs, LQ); /* dK += dS^T Q */
     __syncwarp();
   }
   warp_add(dk ? dk + b * M * D : NULL, dka, key0 + w * WARP_ROWS, M, D);
@@ -250,7 +279,7 @@ __global__ void __launch_bounds__(BLOCK)
 }
 
 /* dQ of one 64-query block against every key tile; warp rows are queries. */
-template <int DP, int CP>
+template <int DP, int CP, bool BF16>
 __global__ void __launch_bounds__(BLOCK)
     mma_dq(float *dq, const float *q, const float *k, const float *v, const float *dout, const float *lse,
            const float *delta, int64_t N, int64_t M, int D, int Cv, float scale) {
@@ -284,8 +313,8 @@ __global__ void __launch_bounds__(BLOCK)
     float s[8][4], dp[8][4];
     zero(s);
     zero(dp);
-    warp_mma<DP, 8, true>(s, Qs + w * WARP_ROWS * LQ, LQ, Ks, LQ);
-    warp_mma<CP, 8, true>(dp, dOs + w * WARP_ROWS * LV, LV, Vs, LV);
+    warp_mma<DP, 8, true, BF16>(s, Qs + w * WARP_ROWS * LQ, LQ, Ks, LQ);
+    warp_mma<CP, 8, true, BF16>(dp, dOs + w * WARP_ROWS * LV, LV, Vs, LV);
 #pragma unroll
     for (int j = 0; j < 8; j++)
 #pragma unroll
@@ -296,7 +325,7 @@ __global__ void __launch_bounds__(BLOCK)
       }
     warp_store(Pw, s);
     __syncwarp();
-    warp_mma<TILE, DP / 8, false>(dqa, Pw, LP, Ks, LQ); /* dQ += dS K */
+    warp_mma<TILE, DP / 8, false, BF16>(dqa, Pw, LP, Ks, LQ); /* dQ += dS K */
     __syncwarp();
   }
   warp_add(dq ? dq + b * N * D : NULL, dqa, row0 + w * WARP_ROWS, N, D);
@@ -312,14 +341,14 @@ constexpr size_t dkdv_smem(int DP, int CP) {
 }
 constexpr size_t dq_smem(int DP, int CP) { return sizeof(float) * (TILE * (2 * (DP + 4) + 2 * (CP + 4)) + 4 * PW); }
 
-template <int DP, int CP> int run(const fv_nn_call *c, int backward) {
+template <int DP, int CP, bool BF16> int run(const fv_nn_call *c, int backward) {
   const fv_tensor *q = c->t[backward ? 4 : 2], *k = c->t[backward ? 5 : 3], *v = c->t[backward ? 6 : 4];
   const int64_t B = q->sizes[0], N = q->sizes[1], M = k->sizes[1];
   const int D = (int)q->sizes[2], Cv = (int)v->sizes[2];
   const float scale = (float)c->d[0];
   const dim3 rows_grid((unsigned)((N + TILE - 1) / TILE), (unsigned)B);
   if (!backward)
-    return launch_with(mma_forward<DP, CP>, "nam_attention (TF32 mma)", rows_grid, BLOCK, forward_smem(DP, CP),
+    return launch_with(mma_forward<DP, CP, BF16>, BF16 ? "nam_attention (bf16 mma)" : "nam_attention (TF32 mma)", rows_grid, BLOCK, forward_smem(DP, CP),
                        fv_nn_ptr<float>(c, 0), fv_nn_ptr<float>(c, 1), (const float *)fv_nn_ptr<float>(c, 2),
                        (const float *)fv_nn_ptr<float>(c, 3), (const float *)fv_nn_ptr<float>(c, 4), N, M, D, Cv,
                        scale);
@@ -331,18 +360,26 @@ template <int DP, int CP> int run(const fv_nn_call *c, int backward) {
   FV_TRY(backward_delta(&delta, &delta_bytes, dout, out, B * N, Cv));
   int status = FV_OK;
   if (dk || dv)
-    status = launch_with(mma_dkdv<DP, CP>, "nam_attention backward (dk, dv; TF32 mma)",
+    status = launch_with(mma_dkdv<DP, CP, BF16>, "nam_attention backward (dk, dv; mma)",
                          dim3((unsigned)((M + TILE - 1) / TILE), (unsigned)B), BLOCK, dkdv_smem(DP, CP), dk, dv, qp,
                          kp, vp, dout, lse, (const float *)delta, N, M, D, Cv, scale);
   if (status == FV_OK && dq)
-    status = launch_with(mma_dq<DP, CP>, "nam_attention backward (dq; TF32 mma)", rows_grid, BLOCK, dq_smem(DP, CP),
+    status = launch_with(mma_dq<DP, CP, BF16>, "nam_attention backward (dq; mma)", rows_grid, BLOCK, dq_smem(DP, CP),
                          dq, qp, kp, vp, dout, lse, (const float *)delta, N, M, D, Cv, scale);
   fv_cuda_free(delta, delta_bytes);
   return status;
 }
 
-template <int DP> int run_cp(const fv_nn_call *c, int backward, int cp) {
-  return cp <= 32 ? run<DP, 32>(c, backward) : run<DP, 64>(c, backward);
+template <int DP, bool BF16> int run_cp(const fv_nn_call *c, int backward, int cp) {
+  return cp <= 32 ? run<DP, 32, BF16>(c, backward) : run<DP, 64, BF16>(c, backward);
+}
+
+template <bool BF16> int run_dp(const fv_nn_call *c, int backward, int dp, int cp) {
+  switch (dp) {
+  case 16: return run_cp<16, BF16>(c, backward, cp);
+  case 32: return run_cp<32, BF16>(c, backward, cp);
+  default: return run_cp<64, BF16>(c, backward, cp);
+  }
 }
 
 } // namespace
@@ -358,16 +395,12 @@ static int mma_ready(void) {
   return ready;
 }
 
-/* The fused TF32 kernels: *taken = 0 when D or Cv is over 64, B over 65535, or the GPU
- * older than sm_80 (nn_nam.cu then takes nn_nam_gemm.cu's). */
-int fv_cuda_nam_mma(const fv_nn_call *c, int backward, int *taken) {
+/* The fused kernels, TF32 or (bf16) bfloat16 operands: *taken = 0 when D or Cv is over 64,
+ * B over 65535, or the GPU older than sm_80 (nn_nam.cu then chooses another). */
+int fv_cuda_nam_mma(const fv_nn_call *c, int backward, int bf16, int *taken) {
   const fv_tensor *q = c->t[backward ? 4 : 2], *v = c->t[backward ? 6 : 4];
   const int dp = padded(q->sizes[2]), cp = padded(v->sizes[2]);
   *taken = dp && cp && dp <= 64 && cp <= 64 && q->sizes[0] <= 65535 && mma_ready();
   if (!*taken) return FV_OK;
-  switch (dp) {
-  case 16: return run_cp<16>(c, backward, cp);
-  case 32: return run_cp<32>(c, backward, cp);
-  default: return run_cp<64>(c, backward, cp);
-  }
+  return bf16 ? run_dp<true>(c, backward, dp, cp) : run_dp<false>(c, backward, dp, cp);
 }

@@ -199,8 +199,14 @@ local function run_row(o, ds, row, out, transforms, positive)
     print(('%s, run %d/%d: %d training and %d test images -> %s'):format(row.label, run, o.repeats, train_set:size(),
       test_set:size(), dir))
     fv.train.fit { model = net, optimizer = opt, train = train_loader, test = test_loader, epochs = o.epochs,
-      out_dir = dir, resume = o.resume, positive = positive, metadata = M.model_metadata(row.model, o, ds) }
-    local ev = fv.train.evaluate(net, test_loader, { positive = positive })
+      out_dir = dir, resume = o.resume, positive = positive, metadata = M.model_metadata(row.model, o, ds),
+      autocast = o.autocast }
+    local ev
+    if o.autocast == 'none' then
+      ev = fv.train.evaluate(net, test_loader, { positive = positive })
+    else
+      ev = fv.cuda.autocast(o.autocast, fv.train.evaluate, net, test_loader, { positive = positive })
+    end
     runs[#runs + 1] = ev.metrics
     plot(fv.plot.training, dir .. '/curves.png', dir .. '/log.csv')
     if classes == 2 then
@@ -243,6 +249,9 @@ function M.run_unprotected(opts, recipe)
   if o.device ~= 'cpu' and not (fv.cuda and fv.cuda.available()) then
     error(('--device %s: no CUDA backend is available on this machine (build with nvcc and run on a GPU)')
       :format(o.device), 0)
+  end
+  if o.autocast ~= 'none' and (o.autocast ~= 'bf16' or o.device ~= 'cuda') then
+    error(('--autocast %s: expected none, or bf16 with --device cuda'):format(o.autocast), 0)
   end
   fv.set_num_threads(o.threads)
   local ds = real or builtin_dataset(o)

@@ -13,6 +13,7 @@ return {
   { 'repeats', 0, 'runs with different splits, reported as mean +- std (0: 5 for real data, 1 built-in)' },
   { 'test_fraction', 0.1, 'held-out fraction of each class' },
   { 'device', 'cpu', 'cpu or cuda' },
+  { 'autocast', 'none', 'none or bf16: bfloat16 operands for conv2d and NAM (--device cuda; float32 weights)' },
   { 'workers', 2, 'data loader threads' },
   { 'threads', 2, 'compute threads (OpenMP and BLAS)' },
   { 'seed', 1, 'seed of splits, initialisation and augmentation' },

@@ -12,6 +12,7 @@
 -- (host memory, CPU kernels) to check everything but the kernels on any machine.
 local fv = require 'fovea'
 local ffi = require 'ffi'
+local helpers = require 'spec.helpers'
 
 local available = fv.cuda.available()
 local why = fv.cuda.unavailable_reason()
@@ -662,6 +663,56 @@ describe('cuda #gpu', function()
     end
     ffi.C.unsetenv('FOVEA_NAM_KERNEL')
     fv.cuda.set_tf32(tf32)
+  end)
+
+  gpu_it('sets bf16 autocast, restores it after fn even when fn fails, and refuses unknown modes', function()
+    assert.is_false(fv.cuda.set_autocast('bf16'))
+    assert.equals('bf16', fv.cuda.set_autocast(false))
+    local ok, err = pcall(fv.cuda.autocast, 'bf16', function() error('inside') end)
+    assert.is_false(ok)
+    assert.matches('inside', err)
+    assert.is_false(fv.cuda.set_autocast(false))
+    assert.equals(7, fv.cuda.autocast('bf16', function(a) return a + 1 end, 6))
+    ok, err = pcall(fv.cuda.set_autocast, 'fp8')
+    assert.is_false(ok)
+    assert.matches("unknown mode fp8 %(expected 'bf16' or false%)", err)
+  end)
+
+  gpu_it('computes NAM attention under bf16 autocast within bfloat16 precision', function()
+    -- the fused mma kernels with bfloat16 operands where D and Cv fit (64), TF32 elsewhere
+    local ok, err = pcall(fv.cuda.autocast, 'bf16', function()
+      for _, s in ipairs(nam_shapes) do check_nam('float32', s, 3e-2, 3e-2, ' under bf16 autocast') end
+    end)
+    assert(ok, err)
+  end)
+
+  gpu_it('trains under bf16 autocast with train.fit and restores the setting after', function()
+    fv.manual_seed(3)
+    local net = fv.nn.Sequential(fv.nn.Linear(6, 2)):cuda()
+    local x = sample({ 8, 6 }, { seed = 40 })
+    local y = fv.tensor({ 1, 2, 1, 2, 1, 2, 1, 2 }, { dtype = 'int64' })
+    local loader = {}
+    function loader:batches() return 2 end
+    function loader:epoch()
+      local b = 0
+      return function()
+        b = b + 1
+        if b > 2 then return nil end
+        return x:narrow(1, 4 * b - 3, 4), y:narrow(1, 4 * b - 3, 4)
+      end
+    end
+    local dir = helpers.tmpdir()
+    local ok, result = pcall(fv.train.fit, { model = net, optimizer = fv.optim.Adam(net, { lr = 0.01 }),
+      train = loader, epochs = 2, out_dir = dir, quiet = true, autocast = 'bf16' })
+    assert.is_false(fv.cuda.set_autocast(false)) -- restored, also when fit failed
+    os.execute('rm -rf ' .. dir)
+    if standin then -- no nn kernels there (cross_entropy)
+      assert.is_false(ok)
+      assert.matches('not implemented on cuda yet', result)
+      return
+    end
+    assert(ok, result)
+    assert.equals(2, result.last.epoch)
   end)
 
   -- The optimizers' fused steps and gradient clipping (cuda/optim.cu) against the CPU:

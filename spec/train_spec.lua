@@ -122,6 +122,14 @@ describe('train.fit', function()
     os.execute('rm -rf ' .. dir)
   end)
 
+  it('refuses autocast for a model on the cpu, naming the fix', function()
+    local net, opt = make_model()
+    local ok, err = pcall(fv.train.fit, {model = net, optimizer = opt, train = make_loader(8, 1), out_dir = tmpdir(),
+      autocast = 'bf16', quiet = true})
+    assert.is_false(ok)
+    assert.matches("autocast = 'bf16' needs the model on cuda %(model:cuda%(%)%)", err)
+  end)
+
   it('refuses to resume without a checkpoint', function()
     local net, opt = make_model()
     local ok, err = pcall(fv.train.fit, {model = net, optimizer = opt, train = make_loader(8, 1), out_dir = '/nonexistent/x',

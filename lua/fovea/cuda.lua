@@ -11,6 +11,10 @@
 --   fv.cuda.empty_cache()    gives the allocator's cached blocks back to the driver
 --   fv.cuda.reset_peak()     peak = allocated
 --   fv.cuda.set_tf32(on)     TF32 tensor-core math for float32 matmul (default on); returns the old setting
+--   fv.cuda.set_autocast(m)  'bf16': float32 conv2d and NAM on the GPU take bfloat16 operands
+--                            (float32 accumulation and master weights); false: off (default);
+--                            returns the old mode ('bf16' or false)
+--   fv.cuda.autocast(m, fn, ...) runs fn(...) with autocast mode m, then restores the old one
 --   fv.cuda.synchronize()    waits for the GPU (for timings)
 --   fv.cuda.profile_report() the per-op profile as a text table (FOVEA_CUDA_PROFILE=1 set before loading)
 --   fv.cuda.profile_reset()  zeroes the profile's counts
@@ -132,6 +136,27 @@ end
 function M.set_tf32(on)
   if not load() then return false end
   return lib.fv_cuda_set_tf32(on and 1 or 0) ~= 0
+end
+
+-- 'bf16' / 'bfloat16' -> 1, false / nil / 'none' -> 0; anything else is an error
+local function autocast_code(mode)
+  if mode == 'bf16' or mode == 'bfloat16' then return 1 end
+  if mode == false or mode == nil or mode == 'none' then return 0 end
+  clib.raise(("fovea: cuda autocast: unknown mode %s (expected 'bf16' or false)"):format(tostring(mode)))
+end
+
+function M.set_autocast(mode)
+  local code = autocast_code(mode)
+  if not load() then return false end
+  return lib.fv_cuda_set_autocast(code) ~= 0 and 'bf16' or false
+end
+
+function M.autocast(mode, fn, ...)
+  local previous = M.set_autocast(mode)
+  local results = { pcall(fn, ...) }
+  M.set_autocast(previous)
+  if not results[1] then error(results[2], 0) end
+  return unpack(results, 2, table.maxn(results))
 end
 
 function M.synchronize()

@@ -26,7 +26,9 @@
 -- positive (2: the positive class for binary metrics), schedule (optional, :step() per
 -- epoch), quiet (false: no progress bar), loss (F.cross_entropy), on_epoch(row)
 -- (called after each epoch's log row), metadata (a table of strings kept in both
--- checkpoints: what recipes/predict.lua needs to rebuild the model).
+-- checkpoints: what recipes/predict.lua needs to rebuild the model), autocast (nil; 'bf16'
+-- with the model on cuda: conv2d and NAM take bfloat16 operands during fit, training and
+-- evaluation, see fv.cuda.set_autocast; the setting before fit is restored after).
 local C = require('fovea.clib').C
 local tensor = require 'fovea.tensor'
 local F = require 'fovea.functional'
@@ -178,6 +180,13 @@ function M.fit(opts)
       best = state.best }
     if position.epoch > o.epochs then return { resumed_finished = true, out_dir = o.out_dir } end
   end
+  local previous_autocast
+  if o.autocast ~= nil and o.autocast ~= false and o.autocast ~= 'none' then
+    if model_device(o.model) ~= 'cuda' then
+      error(("fovea: train.fit: autocast = '%s' needs the model on cuda (model:cuda())"):format(tostring(o.autocast)), 0)
+    end
+    previous_autocast = require('fovea.cuda').set_autocast(o.autocast)
+  end
   local log = csvlog.open(log_path, COLUMNS, { append = o.resume })
   local last_row
   local ok, err = pcall(function()
@@ -220,6 +229,7 @@ function M.fit(opts)
     end
   end)
   log:close()
+  if previous_autocast ~= nil then require('fovea.cuda').set_autocast(previous_autocast) end
   if not ok then
     if interrupted(err) then
       save_last(o.last_path, o.model, o.optimizer, position, o.metadata)

@@ -16,6 +16,7 @@
 #include "../../cuda/fovea_cuda.h"
 
 static int tf32 = 1;
+static int autocast; /* fv_cuda_set_autocast: recorded, no effect on the CPU kernels */
 /* what a caching allocator would hold: the most allocated since the last empty_cache */
 static int64_t reserved;
 
@@ -45,6 +46,12 @@ void fv_cuda_reset_peak(void) { fake_peak = fake_allocated; }
 int fv_cuda_set_tf32(int enabled) {
   int previous = tf32;
   tf32 = enabled != 0;
+  return previous;
+}
+
+int fv_cuda_set_autocast(int bf16) {
+  int previous = autocast;
+  autocast = bf16 != 0;
   return previous;
 }
 
