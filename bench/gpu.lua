@@ -5,14 +5,16 @@
 -- Also, fovea alone: the step without the NAM branch (where the time goes) and the
 -- dual model with NAM at the stem (N = 37,249) at batch 4.
 -- Needs a GPU and the CUDA backend (make cuda); cuda/gpu_check.sh runs it.
---   luajit bench/gpu.lua [--runs 5] [--python python3]   (--python none: fovea alone)
+--   luajit bench/gpu.lua [--runs 5] [--python python3] [--autocast none]
+--   --python none: fovea alone; --autocast bf16: both under bf16 autocast (fovea's
+--   fv.cuda.set_autocast, PyTorch's torch.autocast) instead of TF32.
 -- FOVEA_NAM_KERNEL=gemm runs NAM through cuBLAS instead of the fused mma kernel (cuda/README.md).
 package.path = './?.lua;./?/init.lua;./lua/?.lua;./lua/?/init.lua;' .. package.path
 local fv = require 'fovea'
 local models = require 'models'
 local common = require 'bench.common'
 
-local opts = common.options({ runs = 5, python = 'python3' }, 'bench/gpu.lua')
+local opts = common.options({ runs = 5, python = 'python3', autocast = 'none' }, 'bench/gpu.lua')
 if not fv.cuda.available() then
   io.stderr:write('bench/gpu.lua: no GPU: ' .. tostring(fv.cuda.unavailable_reason()) .. '\n')
   os.exit(1)
@@ -20,6 +22,7 @@ end
 
 local function peer(args)
   if opts.python == 'none' then return '(not run: --python none)' end
+  if opts.autocast == 'bf16' then args = args .. ' bf16' end
   local p = io.popen(opts.python .. ' bench/gpu_torch.py ' .. args .. ' 2>&1')
   local out = p:read('*a')
   p:close()
@@ -33,8 +36,9 @@ local function timed(fn)
   end)
 end
 
-print(('fovea on cuda (%d device(s)), NAM kernel %s; PyTorch through %s'):format(fv.cuda.device_count(),
-  os.getenv('FOVEA_NAM_KERNEL') or 'mma (default)', opts.python))
+fv.cuda.set_autocast(opts.autocast)
+print(('fovea on cuda (%d device(s)), NAM kernel %s, autocast %s; PyTorch through %s'):format(
+  fv.cuda.device_count(), os.getenv('FOVEA_NAM_KERNEL') or 'mma (default)', opts.autocast, opts.python))
 
 -- Median seconds of an Adam training step of models.build(spec) on the GPU for images x
 -- and labels y, and the peak GPU memory it took (MiB).

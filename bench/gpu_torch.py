@@ -6,7 +6,8 @@
 # Prints machine-readable lines:
 #   step size=386 batch=4 images_per_s=... peak_mb=...
 #   nam n=9409 fwd_bwd_s=... peak_extra_mb=...
-# Usage: gpu_torch.py step SIZE BATCH RUNS | gpu_torch.py nam SIDE BATCH RUNS
+# Usage: gpu_torch.py step SIZE BATCH RUNS [bf16] | gpu_torch.py nam SIDE BATCH RUNS [bf16]
+# (bf16: under torch.autocast('cuda', torch.bfloat16), as fovea's --autocast bf16)
 import os
 import statistics
 import sys
@@ -32,7 +33,7 @@ def timed(fn, runs):
     return statistics.median(times)
 
 
-def step(size, batch, runs):
+def step(size, batch, runs, bf16):
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -43,7 +44,9 @@ def step(size, batch, runs):
 
     def one():
         opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
+        with torch.autocast('cuda', dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
         opt.step()
     torch.cuda.reset_peak_memory_stats()
     seconds = timed(one, runs)
@@ -51,7 +54,7 @@ def step(size, batch, runs):
     print(f"step size={size} batch={batch} images_per_s={batch / seconds:.2f} peak_mb={peak:.1f}")
 
 
-def nam(side, batch, runs):
+def nam(side, batch, runs, bf16):
     n = side * side
     q = torch.randn(batch, 1, n, 32, device='cuda', requires_grad=True)
     k = torch.randn(batch, 1, n, 32, device='cuda', requires_grad=True)
@@ -62,7 +65,8 @@ def nam(side, batch, runs):
     torch.cuda.reset_peak_memory_stats()
 
     def one():
-        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        with torch.autocast('cuda', dtype=torch.bfloat16, enabled=bf16):
+            out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
         out.backward(torch.ones_like(out))
     seconds = timed(one, runs)
     extra = (torch.cuda.max_memory_allocated() - base) / 2**20
@@ -71,4 +75,5 @@ def nam(side, batch, runs):
 
 if __name__ == '__main__':
     kind, a, b, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    (step if kind == 'step' else nam)(a, b, runs)
+    bf16 = len(sys.argv) > 5 and sys.argv[5] == 'bf16'
+    (step if kind == 'step' else nam)(a, b, runs, bf16)

@@ -21,7 +21,8 @@
 # Python packages: the script finds libcudnn.so.9 there and puts it on LD_LIBRARY_PATH);
 # each is built there only when missing, or libfovea_cuda.so when FOVEA_GPU_REBUILD=1.
 # The GPU spec and the main job (recipes/messidor.lua --device cuda on the built-in set)
-# run side by side, then the benchmark alone, the profile, and the spec under memcheck.
+# run side by side, then the benchmark alone (TF32, the cuBLAS NAM kernel, bf16 autocast),
+# the profile, and the spec under memcheck.
 # Environment: FOVEA_GPU_TIMEOUT (seconds per step, default 150), FOVEA_MEMCHECK_TIMEOUT
 # (default 60), FOVEA_BENCH_RUNS (timed runs per benchmark case, default 3).
 #
@@ -145,6 +146,12 @@ grep -E '^(fovea|torch) ' "$out/bench.txt" | sed 's/^/  bench: /' | tee -a "$sum
 step "gpu bench (gemm NAM)" env FOVEA_NAM_KERNEL=gemm luajit bench/gpu.lua --runs "${FOVEA_BENCH_RUNS:-3}" \
   --python none >>"$out/bench.txt" 2>&1
 grep -E '^fovea ' "$out/bench.txt" | tail -n 7 | sed 's/^/  bench (gemm): /' | tee -a "$summary"
+
+# both under bf16 autocast (fovea's set_autocast, PyTorch's torch.autocast)
+{ echo; echo "== --autocast bf16"; } >>"$out/bench.txt"
+step "gpu bench (bf16 autocast)" luajit bench/gpu.lua --runs "${FOVEA_BENCH_RUNS:-3}" --autocast bf16 \
+  --python "${PYTHON:-python3}" >>"$out/bench.txt" 2>&1
+grep -E '^(fovea|torch) ' "$out/bench.txt" | tail -n 11 | sed 's/^/  bench (bf16): /' | tee -a "$summary"
 
 # ---- where a training step's time goes: every backend call timed (FOVEA_CUDA_PROFILE) ----
 step "gpu profile" env FOVEA_CUDA_PROFILE=1 luajit bench/gpu_profile.lua >"$out/profile.txt" 2>&1
