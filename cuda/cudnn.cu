@@ -3,13 +3,29 @@
  * TF32 tensor cores allowed when fv_cuda_set_tf32 is on, as for matmul) and float64,
  * stride, padding, dilation and groups as PyTorch's conv2d.
  *
+ * bf16 autocast (fv_cuda_set_autocast, for float32 calls only; float64 and autocast off are
+ * untouched): the forward converts inp and weight to bfloat16 scratch buffers (round to
+ * nearest even), convolves them into a bfloat16 scratch output with float accumulation
+ * (cuDNN's PSEUDO_BFLOAT16_CONFIG: bfloat16 tensor and filter descriptors, a float
+ * convolution descriptor, CUDNN_TENSOR_OP_MATH), converts that into out and adds the
+ * float32 bias. Backward-data and backward-filter read a bfloat16 copy of dout (and of
+ * weight or inp), write bfloat16 scratch results (beta = 0) and add them into the float32
+ * dinp and dweight (+=, as the float32 passes blend with beta = 1); dbias comes from the
+ * float32 dout as without autocast. Autocast plans are keyed apart (their TF32 setting
+ * plays no part), search and fallback run on their bfloat16 descriptors, and any result's
+ * math type but CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION is taken. Errors name "conv2d (bf16
+ * autocast)" or "conv2d backward (bf16 autocast)". Needs a GPU with bfloat16 support in
+ * cuDNN (sm_80 and later); elsewhere cuDNN's refusal is reported.
+ *
  * Plans: each shape key (input and weight sizes, output size, stride, padding, dilation,
- * groups, dtype, TF32 setting) gets a plan holding its descriptors (input, output, filter,
- * bias, and one convolution descriptor per pass: forward, backward-data, backward-filter,
- * each carrying its chosen algorithm's math type) and the chosen algorithms with their
- * workspace sizes, so a call after the first creates no descriptor. Plans live in a table
- * of PLAN_CAP entries; when it is full the least recently used entry is reset for the new
- * shape (its descriptors are set again, never destroyed). Nothing is freed before exit.
+ * groups, dtype, TF32 setting, autocast) gets a plan holding its descriptors (input,
+ * output, filter, the output again in the call's dtype and the bias for the bias's add and
+ * gradient, and one convolution descriptor per pass: forward, backward-data,
+ * backward-filter, each carrying its chosen algorithm's math type) and the chosen
+ * algorithms with their workspace sizes, so a call after the first creates no
+ * descriptor. Plans live in a table of PLAN_CAP entries; when it is full the least
+ * recently used entry is reset for the new shape (its descriptors are set again, never
+ * destroyed). Nothing is freed before exit.
  *
  * Algorithms (chosen for each pass on its first use with a shape), as PyTorch's
  * cudnn.benchmark = True: cudnnFind*AlgorithmEx times the algorithms on the call's own
@@ -17,12 +33,13 @@
  * asks for, capped at 1 GiB and at 90% of the device's free memory; on an allocation
  * failure halved down to 1 MiB, then none; given back to the allocator's cache after the
  * search), and the fastest successful result is taken. Forward writes its trial results
- * into the call's output (a fresh tensor that the real call then overwrites, beta = 0);
- * backward-data and backward-filter write theirs into scratch buffers of the input's and
- * the weight's size, so the gradients being accumulated are never touched by the search.
- * Backward passes take a deterministic algorithm instead of a non-deterministic fastest
- * one when its time is within 10% (cuDNN's non-deterministic ones add with atomics:
- * run-to-run differences for little gain). Results with
+ * into the call's output (a fresh tensor that the real call then overwrites, beta = 0;
+ * under autocast the bfloat16 scratch output); backward-data and backward-filter write
+ * theirs into scratch buffers of the input's and the weight's size (under autocast the
+ * bfloat16 results, overwritten after), so the gradients being accumulated are never
+ * touched by the search. Backward passes take a deterministic algorithm instead of a
+ * non-deterministic fastest one when its time is within 10% (cuDNN's non-deterministic
+ * ones add with atomics: run-to-run differences for little gain). Results with
  * CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION (float32 rounded to half precision) are never
  * taken, nor tensor-op results for float32 with TF32 off (that plan's descriptors ask
  * for CUDNN_FMA_MATH, and its calls run with it). Otherwise the pass's descriptor gets
@@ -35,11 +52,12 @@
  * stderr (pass, shape, algorithm, math type, time, workspace, timed or heuristic and why).
  *
  * Calls: workspaces come from the caching allocator; the backward calls blend with
- * beta = 1, so dinp, dweight and dbias are accumulated (+=) as the nn_backward contract
- * says; the bias is added with cudnnAddTensor. Every cuDNN call is checked: "conv2d:
- * <call> failed at file:line: <cuDNN's status>" as FV_ERR_DEVICE (FV_ERR_MEMORY for an
- * allocation failure); a failure inside the search is recorded the same way, then
- * replaced by the heuristic fallback. Single-threaded, as the backend is.
+ * beta = 1 (under autocast the conversion adds), so dinp, dweight and dbias are
+ * accumulated (+=) as the nn_backward contract says; the bias is added with
+ * cudnnAddTensor. Every cuDNN call is checked: "conv2d: <call> failed at file:line:
+ * <cuDNN's status>" as FV_ERR_DEVICE (FV_ERR_MEMORY for an allocation failure); a failure
+ * inside the search is recorded the same way, then replaced by the heuristic fallback.
+ * Single-threaded, as the backend is.
  * The library's version (cudnnGetVersion) is compared with the headers' CUDNN_VERSION
  * once (fv_cuda_cudnn_check, called by fv_cuda_init); a different major version is
  * reported with both numbers by every conv2d call instead of running it.
@@ -55,6 +73,7 @@
 #include "nn_common.cuh"
 
 #if FV_HAVE_CUDNN
+#include <cuda_bf16.h>
 #include <cudnn.h>
 
 
@@ -110,11 +129,11 @@ static void read_settings(void) {
 enum { PASS_FWD, PASS_DATA, PASS_FILTER, PASS_COUNT };
 static const char *const pass_names[PASS_COUNT] = {"forward", "backward-data", "backward-filter"};
 
-enum { KEY_LEN = 18 };
+enum { KEY_LEN = 19 };
 struct conv_key {
-  int64_t v[KEY_LEN]; /* B C_in H W C_out KH KW OH OW sh sw ph pw dh dw groups f64 tf32 */
+  int64_t v[KEY_LEN]; /* B C_in H W C_out KH KW OH OW sh sw ph pw dh dw groups f64 tf32 bf16 */
 };
-enum { KEY_F64 = 16, KEY_TF32 = 17 };
+enum { KEY_F64 = 16, KEY_TF32 = 17, KEY_BF16 = 18 };
 
 struct conv_choice {
   int have;             /* chosen (the pass's convolution descriptor carries `math`) */
@@ -127,7 +146,9 @@ struct conv_plan {
   int valid; /* key, descriptors and choices describe one shape */
   uint64_t hash, used;
   conv_key key;
-  cudnnTensorDescriptor_t x, y, b; /* input, output, bias (1 x C_out x 1 x 1) */
+  /* the convolution's input, output and filter (bfloat16 under autocast); the output again
+   * and the bias (1 x C_out x 1 x 1) in the call's dtype, for the bias's add and gradient */
+  cudnnTensorDescriptor_t x, y, yt, b;
   cudnnFilterDescriptor_t w;
   cudnnConvolutionDescriptor_t conv[PASS_COUNT];
   conv_choice choice[PASS_COUNT];
@@ -138,13 +159,14 @@ static conv_plan plans[PLAN_CAP]; /* zero: no descriptors yet */
 static int plan_count;            /* entries handed out so far */
 static uint64_t plan_tick;
 
+/* bf16: the float32 call runs under autocast (its TF32 setting then plays no part) */
 static conv_key key_of(const fv_tensor *inp, const fv_tensor *weight, const fv_tensor *out, const int64_t *i,
-                       int f64) {
+                       int f64, int bf16) {
   conv_key k;
   memset(&k, 0, sizeof k);
   int64_t v[KEY_LEN] = {inp->sizes[0], inp->sizes[1], inp->sizes[2], inp->sizes[3], weight->sizes[0],
                         weight->sizes[2], weight->sizes[3], out->sizes[2], out->sizes[3], i[0], i[1], i[2], i[3],
-                        i[4], i[5], i[6], f64, f64 ? 0 : fv_cuda_tf32_enabled()};
+                        i[4], i[5], i[6], f64, (f64 || bf16) ? 0 : fv_cuda_tf32_enabled(), bf16};
   memcpy(k.v, v, sizeof v);
   return k;
 }
@@ -157,32 +179,39 @@ static uint64_t hash_of(const conv_key &k) { /* FNV-1a over the key's bytes */
 }
 
 /* The math type a pass's descriptor starts with (and searches with): CUDNN_DEFAULT_MATH
- * lets cuDNN consider TF32 tensor cores for float32, CUDNN_FMA_MATH rules them out. */
+ * lets cuDNN consider TF32 tensor cores for float32, CUDNN_FMA_MATH rules them out, and
+ * CUDNN_TENSOR_OP_MATH lets bfloat16 operands (autocast) run on tensor cores. */
 static cudnnMathType_t base_math(const conv_plan *p) {
+  if (p->key.v[KEY_BF16]) return CUDNN_TENSOR_OP_MATH;
   return (!p->key.v[KEY_F64] && p->key.v[KEY_TF32]) ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
 }
 
 /* Creates the plan's missing descriptors (a failure part-way leaves the ones made, for the
- * next try) and sets them all for p->key. */
+ * next try) and sets them all for p->key. Under autocast x, y and w are bfloat16 and the
+ * convolution computes in float (cuDNN's PSEUDO_BFLOAT16_CONFIG); yt and b stay float32. */
 static int plan_set(const char *op, conv_plan *p, const fv_tensor *inp, const fv_tensor *weight,
                     const fv_tensor *out, const int64_t *i) {
   const int f64 = (int)p->key.v[KEY_F64];
-  const cudnnDataType_t dt = f64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
+  const cudnnDataType_t dt = f64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT; /* the call's, and the compute type */
+  const cudnnDataType_t st = p->key.v[KEY_BF16] ? CUDNN_DATA_BFLOAT16 : dt; /* the convolution's operands */
   for (int k = 0; k < 4; k++)
     if (inp->sizes[k] > INT32_MAX || weight->sizes[k] > INT32_MAX || out->sizes[k] > INT32_MAX)
       return fv_fail(FV_ERR_SHAPE, "%s: sizes beyond 2^31 are not supported by cuDNN", op);
   if (!p->x) FV_CUDNN_TRY(op, cudnnCreateTensorDescriptor(&p->x));
   if (!p->y) FV_CUDNN_TRY(op, cudnnCreateTensorDescriptor(&p->y));
+  if (!p->yt) FV_CUDNN_TRY(op, cudnnCreateTensorDescriptor(&p->yt));
   if (!p->b) FV_CUDNN_TRY(op, cudnnCreateTensorDescriptor(&p->b));
   if (!p->w) FV_CUDNN_TRY(op, cudnnCreateFilterDescriptor(&p->w));
   for (int k = 0; k < PASS_COUNT; k++)
     if (!p->conv[k]) FV_CUDNN_TRY(op, cudnnCreateConvolutionDescriptor(&p->conv[k]));
-  FV_CUDNN_TRY(op, cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, dt, (int)inp->sizes[0], (int)inp->sizes[1],
+  FV_CUDNN_TRY(op, cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, st, (int)inp->sizes[0], (int)inp->sizes[1],
                                               (int)inp->sizes[2], (int)inp->sizes[3]));
-  FV_CUDNN_TRY(op, cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, dt, (int)out->sizes[0], (int)out->sizes[1],
+  FV_CUDNN_TRY(op, cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, st, (int)out->sizes[0], (int)out->sizes[1],
+                                              (int)out->sizes[2], (int)out->sizes[3]));
+  FV_CUDNN_TRY(op, cudnnSetTensor4dDescriptor(p->yt, CUDNN_TENSOR_NCHW, dt, (int)out->sizes[0], (int)out->sizes[1],
                                               (int)out->sizes[2], (int)out->sizes[3]));
   FV_CUDNN_TRY(op, cudnnSetTensor4dDescriptor(p->b, CUDNN_TENSOR_NCHW, dt, 1, (int)out->sizes[1], 1, 1));
-  FV_CUDNN_TRY(op, cudnnSetFilter4dDescriptor(p->w, dt, CUDNN_TENSOR_NCHW, (int)weight->sizes[0],
+  FV_CUDNN_TRY(op, cudnnSetFilter4dDescriptor(p->w, st, CUDNN_TENSOR_NCHW, (int)weight->sizes[0],
                                               (int)weight->sizes[1], (int)weight->sizes[2], (int)weight->sizes[3]));
   for (int k = 0; k < PASS_COUNT; k++) {
     FV_CUDNN_TRY(op, cudnnSetConvolution2dDescriptor(p->conv[k], (int)i[2], (int)i[3], (int)i[0], (int)i[1],
@@ -202,8 +231,8 @@ static int plan_set(const char *op, conv_plan *p, const fv_tensor *inp, const fv
 /* The plan of this shape: found by key, else a new or the least recently used entry, set
  * for it (its choices start empty). */
 static int plan_for(const char *op, conv_plan **plan, const fv_tensor *inp, const fv_tensor *weight,
-                    const fv_tensor *out, const int64_t *i, int f64) {
-  const conv_key key = key_of(inp, weight, out, i, f64);
+                    const fv_tensor *out, const int64_t *i, int f64, int bf16) {
+  const conv_key key = key_of(inp, weight, out, i, f64, bf16);
   const uint64_t h = hash_of(key);
   conv_plan *victim = NULL;
   for (int k = 0; k < plan_count; k++) {
@@ -354,11 +383,12 @@ static const size_t SEARCH_WS_CAP = (size_t)1 << 30;  /* the search workspace's 
 static const size_t SEARCH_WS_MIN = (size_t)1 << 20;  /* halving stops here: then none */
 
 /* Whether a result may be used, and the math type to run it with (*math). Never
- * CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION (float32 rounded to half precision); for float32
- * with TF32 off, only results that do not ask for tensor cores, run with CUDNN_FMA_MATH. */
+ * CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION (operands rounded to half precision); for float32
+ * with TF32 off, only results that do not ask for tensor cores, run with CUDNN_FMA_MATH;
+ * under bf16 autocast any other math type (tensor cores or not, float accumulation). */
 template <typename Perf> static int usable(const Perf &r, const conv_plan *p, cudnnMathType_t *math) {
   if (r.status != CUDNN_STATUS_SUCCESS || r.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) return 0;
-  if (!p->key.v[KEY_F64] && !p->key.v[KEY_TF32]) {
+  if (!p->key.v[KEY_F64] && !p->key.v[KEY_BF16] && !p->key.v[KEY_TF32]) {
     if (r.mathType == CUDNN_TENSOR_OP_MATH) return 0;
     *math = CUDNN_FMA_MATH;
     return 1;
@@ -423,15 +453,19 @@ static int search(const char *op, const conv_plan *p, const conv_io &io, void *r
 static void print_choice(const conv_plan *p, int pass, float ms, const char *how) {
   const int64_t *v = p->key.v;
   const conv_choice &ch = p->choice[pass];
+  const char *type = v[KEY_F64]    ? "float64"
+                     : v[KEY_BF16] ? "float32 bf16-autocast"
+                     : v[KEY_TF32] ? "float32 tf32"
+                                   : "float32 no-tf32";
   static const char *const math_names[] = {"default", "tensor-op", "tensor-op-conversion", "fma"};
   fprintf(stderr,
           "fovea cudnn: conv2d %s %lldx%lldx%lldx%lld * %lldx%lldx%lldx%lld stride %lld,%lld pad %lld,%lld "
-          "dilation %lld,%lld groups %lld %s%s: algo %d, math %s, %.4f ms, workspace %zu B (%s)\n",
+          "dilation %lld,%lld groups %lld %s: algo %d, math %s, %.4f ms, workspace %zu B (%s)\n",
           pass_names[pass], (long long)v[0], (long long)v[1], (long long)v[2], (long long)v[3], (long long)v[4],
           (long long)(v[1] / v[15]), (long long)v[5], (long long)v[6], (long long)v[9], (long long)v[10],
           (long long)v[11], (long long)v[12], (long long)v[13], (long long)v[14], (long long)v[15],
-          v[KEY_F64] ? "float64" : "float32", v[KEY_F64] ? "" : (v[KEY_TF32] ? " tf32" : " no-tf32"), ch.algo,
-          (int)ch.math >= 0 && (int)ch.math < 4 ? math_names[(int)ch.math] : "?", (double)ms, ch.ws, how);
+          type, ch.algo, (int)ch.math >= 0 && (int)ch.math < 4 ? math_names[(int)ch.math] : "?", (double)ms, ch.ws,
+          how);
 }
 
 /* Makes r the pass's choice: its math type on the pass's descriptor, its workspace (the
@@ -512,16 +546,69 @@ static int choose(const char *op, conv_plan *p, const conv_io &io, void *result,
                  (long long)p->key.v[5], (long long)p->key.v[6], (long long)p->key.v[15]);
 }
 
-static int conv_forward(const fv_nn_call *c, int f64) {
-  const char *op = "conv2d";
+/* ---- bf16 autocast: bfloat16 copies of float32 operands, and results back ---- */
+static __global__ void to_bf16_kernel(__nv_bfloat16 *dst, const float *src, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+/* dst = src (accumulate 0) or dst += src (accumulate 1), in float32 */
+static __global__ void from_bf16_kernel(float *dst, const __nv_bfloat16 *src, int64_t n, int accumulate) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    const float v = __bfloat162float(src[i]);
+    dst[i] = accumulate ? dst[i] + v : v;
+  }
+}
+
+/* A bfloat16 buffer for as many elements as t has (NULL for none). */
+static int bf16_like(const char *op, device_buffer *buf, const fv_tensor *t) {
+  return buf->get(op, (size_t)fv_tensor_numel(t) * sizeof(__nv_bfloat16));
+}
+
+/* buf = t rounded to bfloat16 (t float32, contiguous). */
+static int to_bf16(const char *op, device_buffer *buf, const fv_tensor *t) {
+  const int64_t n = fv_tensor_numel(t);
+  FV_TRY(bf16_like(op, buf, t));
+  if (!n) return FV_OK;
+  to_bf16_kernel<<<fv_cuda_blocks(n), FV_CUDA_THREADS, 0, fv_cuda_stream>>>(
+      (__nv_bfloat16 *)buf->p, (const float *)fv_cuda_first(t), n);
+  FV_CUDA_LAUNCHED(op);
+  return FV_OK;
+}
+
+/* t = buf, or t += buf with accumulate (t float32, contiguous; buf from bf16_like(t)). */
+static int from_bf16(const char *op, const fv_tensor *t, const device_buffer &buf, int accumulate) {
+  const int64_t n = fv_tensor_numel(t);
+  if (!n) return FV_OK;
+  from_bf16_kernel<<<fv_cuda_blocks(n), FV_CUDA_THREADS, 0, fv_cuda_stream>>>(
+      (float *)fv_cuda_first(t), (const __nv_bfloat16 *)buf.p, n, accumulate);
+  FV_CUDA_LAUNCHED(op);
+  return FV_OK;
+}
+
+static int conv_forward(const fv_nn_call *c, int f64, int bf16) {
+  const char *op = bf16 ? "conv2d (bf16 autocast)" : "conv2d";
   const fv_tensor *out = c->t[0], *inp = c->t[1], *weight = c->t[2], *bias = c->t[3];
   FV_TRY(cudnn_ready(op));
   if (fv_tensor_numel(out) == 0) return FV_OK;
   conv_plan *p;
-  FV_TRY(plan_for(op, &p, inp, weight, out, c->i, f64));
-  const conv_io io = {fv_cuda_first(inp), fv_cuda_first(weight), NULL};
-  /* the search writes its trials into out: fresh, and overwritten below (beta = 0) */
-  FV_TRY(choose<pass_fwd>(op, p, io, fv_cuda_first(out), 0));
+  FV_TRY(plan_for(op, &p, inp, weight, out, c->i, f64, bf16));
+  /* under autocast the convolution reads bfloat16 copies of inp and weight and writes a
+   * bfloat16 result, converted into out; otherwise it reads and writes the tensors */
+  device_buffer x16, w16, y16; /* B x C_in x H x W, C_out x C_in/groups x KH x KW, B x C_out x OH x OW */
+  const void *x = fv_cuda_first(inp), *w = fv_cuda_first(weight);
+  void *y = fv_cuda_first(out);
+  if (bf16) {
+    FV_TRY(to_bf16(op, &x16, inp));
+    FV_TRY(to_bf16(op, &w16, weight));
+    FV_TRY(bf16_like(op, &y16, out));
+    x = x16.p;
+    w = w16.p;
+    y = y16.p;
+  }
+  const conv_io io = {x, w, NULL};
+  /* the search writes its trials into y: fresh, and overwritten below (beta = 0) */
+  FV_TRY(choose<pass_fwd>(op, p, io, y, 0));
   const conv_choice &ch = p->choice[PASS_FWD];
   device_buffer ws;
   FV_TRY(ws.get(op, ch.ws));
@@ -529,54 +616,81 @@ static int conv_forward(const fv_nn_call *c, int f64) {
   const float one32 = 1, zero32 = 0;
   const void *one = f64 ? (const void *)&one64 : (const void *)&one32;
   const void *zero = f64 ? (const void *)&zero64 : (const void *)&zero32;
-  FV_CUDNN_TRY(op, cudnnConvolutionForward(handle, one, p->x, fv_cuda_first(inp), p->w, fv_cuda_first(weight),
-                                           p->conv[PASS_FWD], (cudnnConvolutionFwdAlgo_t)ch.algo, ws.p, ws.bytes,
-                                           zero, p->y, fv_cuda_first(out)));
-  if (bias) FV_CUDNN_TRY(op, cudnnAddTensor(handle, one, p->b, fv_cuda_first(bias), one, p->y, fv_cuda_first(out)));
+  FV_CUDNN_TRY(op, cudnnConvolutionForward(handle, one, p->x, x, p->w, w, p->conv[PASS_FWD],
+                                           (cudnnConvolutionFwdAlgo_t)ch.algo, ws.p, ws.bytes, zero, p->y, y));
+  if (bf16) FV_TRY(from_bf16(op, out, y16, 0));
+  if (bias) FV_CUDNN_TRY(op, cudnnAddTensor(handle, one, p->b, fv_cuda_first(bias), one, p->yt, fv_cuda_first(out)));
   return FV_OK;
 }
 
-static int conv_backward(const fv_nn_call *c, int f64) {
-  const char *op = "conv2d backward";
+static int conv_backward(const fv_nn_call *c, int f64, int bf16) {
+  const char *op = bf16 ? "conv2d backward (bf16 autocast)" : "conv2d backward";
   fv_tensor *dinp = c->t[0], *dweight = c->t[1], *dbias = c->t[2];
   const fv_tensor *dout = c->t[3], *inp = c->t[4], *weight = c->t[5];
   FV_TRY(cudnn_ready(op));
   if (fv_tensor_numel(dout) == 0) return FV_OK; /* nothing flows back: the gradients stay as they are */
   conv_plan *p;
-  FV_TRY(plan_for(op, &p, inp, weight, dout, c->i, f64));
-  const conv_io io = {fv_cuda_first(inp), fv_cuda_first(weight), fv_cuda_first(dout)};
-  const size_t elem = (size_t)fv_dtype_size(dout->scalar_type);
+  FV_TRY(plan_for(op, &p, inp, weight, dout, c->i, f64, bf16));
+  const int want_data = dinp && fv_tensor_numel(dinp) > 0, want_filter = dweight && fv_tensor_numel(dweight) > 0;
+  /* under autocast the passes read bfloat16 copies of dout and of weight (data) or inp
+   * (filter), and write bfloat16 results (beta = 0) that are then added into dinp and
+   * dweight; otherwise they read the tensors and blend into the gradients (beta = 1) */
+  device_buffer x16, w16, dy16; /* B x C_in x H x W, C_out x C_in/groups x KH x KW, B x C_out x OH x OW */
+  const void *x = fv_cuda_first(inp), *w = fv_cuda_first(weight), *dy = fv_cuda_first(dout);
+  if (bf16 && (want_data || want_filter)) {
+    FV_TRY(to_bf16(op, &dy16, dout));
+    dy = dy16.p;
+  }
+  if (bf16 && want_filter) {
+    FV_TRY(to_bf16(op, &x16, inp));
+    x = x16.p;
+  }
+  if (bf16 && want_data) {
+    FV_TRY(to_bf16(op, &w16, weight));
+    w = w16.p;
+  }
+  const conv_io io = {x, w, dy};
+  const size_t elem = bf16 ? sizeof(__nv_bfloat16) : (size_t)fv_dtype_size(dout->scalar_type);
   const double one64 = 1;
-  const float one32 = 1;
+  const float one32 = 1, zero32 = 0;
   const void *one = f64 ? (const void *)&one64 : (const void *)&one32;
-  /* beta = 1 below: the gradients accumulate; the searches write into scratch buffers */
-  if (dinp && fv_tensor_numel(dinp) > 0) {
-    FV_TRY(choose<pass_data>(op, p, io, NULL, (size_t)fv_tensor_numel(inp) * elem));
+  const void *beta = bf16 ? (const void *)&zero32 : one;
+  /* the searches write into scratch buffers: the bfloat16 results under autocast (then
+   * overwritten), else fresh ones, never into the gradients being accumulated */
+  if (want_data) {
+    device_buffer dx16; /* B x C_in x H x W, under autocast */
+    if (bf16) FV_TRY(bf16_like(op, &dx16, inp));
+    FV_TRY(choose<pass_data>(op, p, io, dx16.p, (size_t)fv_tensor_numel(inp) * elem));
     const conv_choice &ch = p->choice[PASS_DATA];
     device_buffer ws;
     FV_TRY(ws.get(op, ch.ws));
-    FV_CUDNN_TRY(op, cudnnConvolutionBackwardData(handle, one, p->w, fv_cuda_first(weight), p->y, fv_cuda_first(dout),
-                                                  p->conv[PASS_DATA], (cudnnConvolutionBwdDataAlgo_t)ch.algo, ws.p,
-                                                  ws.bytes, one, p->x, fv_cuda_first(dinp)));
+    FV_CUDNN_TRY(op, cudnnConvolutionBackwardData(handle, one, p->w, w, p->y, dy, p->conv[PASS_DATA],
+                                                  (cudnnConvolutionBwdDataAlgo_t)ch.algo, ws.p, ws.bytes, beta, p->x,
+                                                  bf16 ? dx16.p : fv_cuda_first(dinp)));
+    if (bf16) FV_TRY(from_bf16(op, dinp, dx16, 1));
   }
-  if (dweight && fv_tensor_numel(dweight) > 0) {
-    FV_TRY(choose<pass_filter>(op, p, io, NULL, (size_t)fv_tensor_numel(weight) * elem));
+  if (want_filter) {
+    device_buffer dw16; /* C_out x C_in/groups x KH x KW, under autocast */
+    if (bf16) FV_TRY(bf16_like(op, &dw16, weight));
+    FV_TRY(choose<pass_filter>(op, p, io, dw16.p, (size_t)fv_tensor_numel(weight) * elem));
     const conv_choice &ch = p->choice[PASS_FILTER];
     device_buffer ws;
     FV_TRY(ws.get(op, ch.ws));
-    FV_CUDNN_TRY(op, cudnnConvolutionBackwardFilter(handle, one, p->x, fv_cuda_first(inp), p->y, fv_cuda_first(dout),
-                                                    p->conv[PASS_FILTER], (cudnnConvolutionBwdFilterAlgo_t)ch.algo,
-                                                    ws.p, ws.bytes, one, p->w, fv_cuda_first(dweight)));
+    FV_CUDNN_TRY(op, cudnnConvolutionBackwardFilter(handle, one, p->x, x, p->y, dy, p->conv[PASS_FILTER],
+                                                    (cudnnConvolutionBwdFilterAlgo_t)ch.algo, ws.p, ws.bytes, beta,
+                                                    p->w, bf16 ? dw16.p : fv_cuda_first(dweight)));
+    if (bf16) FV_TRY(from_bf16(op, dweight, dw16, 1));
   }
-  if (dbias)
-    FV_CUDNN_TRY(op, cudnnConvolutionBackwardBias(handle, one, p->y, fv_cuda_first(dout), one, p->b,
+  if (dbias) /* float32 dout under autocast too */
+    FV_CUDNN_TRY(op, cudnnConvolutionBackwardBias(handle, one, p->yt, fv_cuda_first(dout), one, p->b,
                                                   fv_cuda_first(dbias)));
   return FV_OK;
 }
 
 int fv_cuda_conv2d(const fv_nn_call *c, int backward) {
   const int f64 = fv_nn_is_f64(c);
-  return backward ? conv_backward(c, f64) : conv_forward(c, f64);
+  const int bf16 = !f64 && fv_cuda_autocast_bf16();
+  return backward ? conv_backward(c, f64, bf16) : conv_forward(c, f64, bf16);
 }
 
 #else /* built without cuDNN */

@@ -623,6 +623,46 @@ describe('cuda #gpu', function()
     fv.cuda.set_tf32(tf32)
   end)
 
+  -- bf16 autocast (cuda/cudnn.cu): float32 tensors, bfloat16 operands and results with
+  -- float accumulation. The output is scaled by 1 / sqrt(fan-in), so the output and the
+  -- gradients (of x, w and the bias) are all of order 1 and 3e-2 is well above bfloat16's
+  -- rounding (2^-9 relative per operand).
+  gpu_it('convolves under bf16 autocast within bfloat16 precision', function()
+    local previous, tf32 = fv.cuda.set_autocast('bf16'), fv.cuda.set_tf32(false)
+    local ok, err = pcall(function()
+      local cases = {
+        { 'pad 1', { 2, 16, 12, 12 }, { 8, 16, 3, 3 }, { padding = 1 } },
+        { 'stride 2 pad 1 groups 2', { 2, 16, 12, 12 }, { 8, 8, 3, 3 }, { stride = 2, padding = 1, groups = 2 } },
+      }
+      for _, c in ipairs(cases) do
+        local x = sample(c[2])
+        local w = sample(c[3], { seed = 9 })
+        local b = sample({ c[3][1] }, { seed = 10 })
+        local k = 1 / math.sqrt(c[3][2] * c[3][3] * c[3][4])
+        check_nn('conv2d bf16 autocast ' .. c[1], function(a, ww, bb) return F.conv2d(a, ww, bb, c[4]) * k end,
+          { x, w, b }, { true, true, true }, 3e-2, 3e-2)
+        check_nn('conv2d bf16 autocast no bias ' .. c[1], function(a, ww) return F.conv2d(a, ww, nil, c[4]) * k end,
+          { x, w }, { true, true }, 3e-2, 3e-2)
+      end
+      if standin then return end
+      -- the convolution's own result is bfloat16: every value has a zero low half
+      local bit, bits = require 'bit', ffi.new('union { float f; uint32_t u; }')
+      for i, v in ipairs(flat(F.conv2d(sample(cases[1][2]):cuda(), sample(cases[1][3], { seed = 9 }):cuda(), nil,
+          cases[1][4]))) do
+        bits.f = v
+        assert(bit.band(bits.u, 0xffff) == 0, ('element %d (%.9g) is not a bfloat16 value'):format(i, v))
+      end
+      -- the same shapes without autocast: plans of their own, full float32 again
+      fv.cuda.set_autocast(false)
+      local x, w = sample(cases[1][2]), sample(cases[1][3], { seed = 9 })
+      check_nn('conv2d float32 after autocast', function(a, ww) return F.conv2d(a, ww, nil, cases[1][4]) end,
+        { x, w }, { true, true }, 1e-3, 1e-4)
+    end)
+    fv.cuda.set_autocast(previous)
+    fv.cuda.set_tf32(tf32)
+    assert(ok, err)
+  end)
+
   -- B, N, M, D, Cv: single tiles, several 64-row query and key tiles with ragged ends,
   -- widths padded inside the tiled kernels (40 -> 64, 72 -> 128), and D over 128 (the
   -- simple kernels)
