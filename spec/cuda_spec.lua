@@ -851,6 +851,34 @@ describe('cuda #gpu', function()
     assert.is_true(total ~= total)
   end)
 
+  gpu_it('resumes an optimizer on the GPU from a checkpoint read on the CPU, as an unbroken run', function()
+    local serialize = require 'fovea.serialize'
+    local function run(resume_at)
+      fv.manual_seed(1)
+      local net = fv.nn.Linear(4, 3):cuda()
+      local opt = fv.optim.Adam(net, { lr = 0.1 })
+      local x = sample({ 5, 4 }, { seed = 2 }):cuda()
+      for i = 1, 4 do
+        if i == resume_at then -- through a file, as train.fit's resume: the state comes back on the cpu
+          local path = helpers.tmpdir() .. '/last.safetensors'
+          serialize.save_checkpoint(path, { model = net:state_dict(), optimizer = opt:state_dict(), epoch = 1,
+            batch = 0, step = 0 })
+          local state = serialize.load_checkpoint(path)
+          fv.manual_seed(1)
+          net = fv.nn.Linear(4, 3):cuda()
+          opt = fv.optim.Adam(net, { lr = 0.1 })
+          net:load_state_dict(state.model)
+          opt:load_state_dict(state.optimizer)
+        end
+        opt:zero_grad()
+        ;(net(x) * net(x)):sum():backward()
+        opt:step()
+      end
+      return net.weight
+    end
+    same(run(nil):cpu(), run(3), 0, 0, 'weights after a resume on the GPU')
+  end)
+
   gpu_it('refuses an optimizer call with parameters on two devices', function()
     local a = fv.ones(3):requires_grad_()
     local b = fv.ones(3):cuda():requires_grad_()

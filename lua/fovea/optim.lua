@@ -112,12 +112,17 @@ local function zeros_like(p)
   return wrap(out1[0])
 end
 
--- A copy of t (contiguous) with like's dtype.
+-- A copy of t (contiguous) with like's dtype, on like's device.
 local function copy_as(t, like)
   if t.p.scalar_type == like.p.scalar_type then
     clib.check(C.fv_clone(out1, t.p))
   else
     clib.check(C.fv_to_dtype(out1, t.p, like.p.scalar_type))
+  end
+  if out1[0].device_type ~= like.p.device_type then -- a checkpoint read on the cpu, a model on the GPU
+    local on_host = wrap(out1[0])
+    clib.check(C.fv_to_device(out1, on_host.p, like.p.device_type))
+    on_host:free()
   end
   return wrap(out1[0])
 end
