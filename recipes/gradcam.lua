@@ -15,6 +15,7 @@ local opts = fv.cli.parse(arg, {
   { 'out', 'gradcam', 'output folder' },
   { 'limit', 16, 'at most this many images' },
   { 'threads', 2, 'compute threads' },
+  { 'device', 'cpu', 'cpu or cuda' },
 }, { usage = 'usage: luajit recipes/gradcam.lua --a CKPT [--b CKPT] --images DIR [--out DIR]',
   about = 'Writes Grad-CAM panels: image | model A | model B.' })
 if opts.a == '' or opts.images == '' then
@@ -23,11 +24,13 @@ if opts.a == '' or opts.images == '' then
 end
 job.main(function()
   fv.set_num_threads(opts.threads)
+  job.check_device(opts.device)
 
   local nets = {}
   for _, path in ipairs { opts.a, opts.b } do
     if path ~= '' then
       local net, size, classes = job.load_model(path)
+      net:to(opts.device)
       nets[#nets + 1] = { net = net, size = size, classes = classes }
     end
   end

@@ -73,6 +73,16 @@ local function load_pretrained(net, path)
     #skipped > 0 and ('; left out ' .. table.concat(skipped, ', ')) or ''))
 end
 
+-- Raises a clear error unless device is 'cpu', or 'cuda' with a usable GPU.
+function M.check_device(device)
+  if device == 'cpu' then return end
+  if device ~= 'cuda' then error(('--device %s: expected cpu or cuda'):format(tostring(device)), 0) end
+  if not (fv.cuda and fv.cuda.available()) then
+    error(('--device %s: no CUDA backend is available on this machine (%s)')
+      :format(device, tostring(fv.cuda and fv.cuda.unavailable_reason() or 'build with nvcc and run on a GPU')), 0)
+  end
+end
+
 local function build_model(o, spec, classes)
   fv.manual_seed(o.seed)
   local full = { classes = classes }
@@ -246,10 +256,7 @@ function M.run_unprotected(opts, recipe)
   io.stdout:setvbuf('line') -- interleave with the progress lines on stderr in order
   local real = recipe.dataset(opts)
   local o = resolve(opts, recipe, real == nil)
-  if o.device ~= 'cpu' and not (fv.cuda and fv.cuda.available()) then
-    error(('--device %s: no CUDA backend is available on this machine (build with nvcc and run on a GPU)')
-      :format(o.device), 0)
-  end
+  M.check_device(o.device)
   if o.autocast ~= 'none' and (o.autocast ~= 'bf16' or o.device ~= 'cuda') then
     error(('--autocast %s: expected none, or bf16 with --device cuda'):format(o.autocast), 0)
   end

@@ -15,6 +15,7 @@ local opts = fv.cli.parse(arg, {
   { 'batch', 8, 'images per forward pass' },
   { 'workers', 2, 'loader threads' },
   { 'threads', 2, 'compute threads' },
+  { 'device', 'cpu', 'cpu or cuda' },
 }, { usage = 'usage: luajit recipes/predict.lua --checkpoint FILE --images DIR [--out FILE]',
   about = 'Writes the class probabilities of every image in a folder.' })
 if opts.checkpoint == '' or opts.images == '' then
@@ -23,8 +24,10 @@ if opts.checkpoint == '' or opts.images == '' then
 end
 job.main(function()
   fv.set_num_threads(opts.threads)
+  job.check_device(opts.device)
 
   local net, size, classes = job.load_model(opts.checkpoint)
+  net:to(opts.device)
   local files = job.image_files(opts.images)
   local ds = fv.data.datasets.Files(files)
   local loader = fv.data.Loader(ds, { batch_size = opts.batch, workers = opts.workers, shuffle = false,
@@ -34,7 +37,7 @@ job.main(function()
   local done = 0
   fv.no_grad(function()
     for images, _, indices in loader:epoch(1) do
-      local probs = fv.F.softmax(net(images), 2):totable()
+      local probs = fv.F.softmax(net(images:to(opts.device)), 2):cpu():totable()
       for k, i in ipairs(indices) do
         local p = probs[k]
         local best = 1
