@@ -35,6 +35,7 @@ local M = {}
 -- Errors name the module and are blamed on the caller's line (clib.raise skips
 -- fovea's own frames).
 local raise = require('fovea.clib').raise
+local read_text = require('fovea.data.fs').read
 local function fail(msg) raise('fovea.csvlog: ' .. msg) end
 
 local function format_value(v)
@@ -119,13 +120,6 @@ local function convert(cell)
   return text
 end
 
-local function read_text(path)
-  local f, err = io.open(path, 'rb')
-  if not f then return nil, err end
-  local s = f:read('*a')
-  f:close()
-  return s
-end
 
 function M.read(path)
   local text, err = read_text(path)

@@ -20,6 +20,7 @@
 --   fv.cuda.profile_reset()  zeroes the profile's counts
 local ffi = require 'ffi'
 local clib = require 'fovea.clib'
+local fs = require 'fovea.data.fs'
 
 local C = clib.C
 local M = {}
@@ -50,12 +51,7 @@ end
 
 local function read_header()
   local path = clib.first_existing { clib.repo .. 'cuda/fovea_cuda.h', clib.prefix .. 'include/fovea/fovea_cuda.h' }
-  if not path then return nil end
-  local f = io.open(path, 'rb')
-  if not f then return nil end
-  local text = f:read('*a')
-  f:close()
-  return text
+  return path and fs.read(path)
 end
 
 local function load()

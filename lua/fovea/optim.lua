@@ -79,6 +79,7 @@ Gradient clipping:
 local ffi = require 'ffi'
 local clib = require 'fovea.clib'
 local tensor = require 'fovea.tensor'
+local same_shape = require('fovea.nn.util').same_shape
 
 local C, raise = clib.C, clib.raise
 local is_tensor, wrap = tensor.is_tensor, tensor.wrap
@@ -98,13 +99,6 @@ local function shape_text(t)
   return #dims > 0 and table.concat(dims, 'x') or 'scalar'
 end
 
-local function same_shape(a, b)
-  if a.p.ndim ~= b.p.ndim then return false end
-  for d = 0, a.p.ndim - 1 do
-    if a.p.sizes[d] ~= b.p.sizes[d] then return false end
-  end
-  return true
-end
 
 -- A new tensor of zeros with p's shape, dtype and device.
 local function zeros_like(p)

@@ -49,6 +49,7 @@ M.gnuplot = 'gnuplot'
 -- Errors name the module and are blamed on the caller's line (clib.raise skips
 -- fovea's own frames).
 local raise = require('fovea.clib').raise
+local read_file = require('fovea.data.fs').read
 local function fail(msg) raise('fovea.plot: ' .. msg) end
 
 local function shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
@@ -65,13 +66,6 @@ local function exit_ok(a, b, c)
   return a == true and (c == nil or c == 0)
 end
 
-local function read_file(path)
-  local f = io.open(path, 'rb')
-  if not f then return nil end
-  local s = f:read('*a')
-  f:close()
-  return s
-end
 
 local available_cache, terminal_cache = {}, {}
 
