@@ -3,7 +3,11 @@
  * (64 query rows by 64 keys; nn_nam_flash.cu's 256 threads as 16 x 16, thread (ty, tx)
  * owning rows 4*ty .. 4*ty+3 and columns tx, tx+16, ...), zero-padded tile loads,
  * reductions over a row's 16 threads, the padded widths, the launch with dynamic shared
- * memory, and the backward's delta_i = dout_i . out_i. Included by those files only. */
+ * memory, and the backward's delta_i = dout_i . out_i; for the fused kernels of
+ * nn_nam_flash.cu and nn_nam_mma.cu also their prologue (nam_block: the block's batch and
+ * rows, the batch's operands, the tile and lse/delta loads) and their host side
+ * (run_kernels: a kernel_set's forward, or the backward's delta, dK/dV and dQ launches).
+ * Included by those files only. */
 #ifndef FOVEA_CUDA_NAM_TILES_CUH
 #define FOVEA_CUDA_NAM_TILES_CUH
 
@@ -35,6 +39,64 @@ __device__ __forceinline__ float group_max(float v) {
   return v;
 }
 
+/* The prologue of every fused kernel (nn_nam_flash.cu, nn_nam_mma.cu). Each side of the
+ * attention is rows of two operands, one D wide and one Cv wide: the queries (q and dout,
+ * N rows) and the keys (k and v, M rows). A block owns 64 rows of one side (the queries in
+ * the forward and dQ passes, the keys in the dK/dV pass) and streams the other side's rows
+ * through shared memory in 64-row tiles; the grid is (ceil(own rows / 64), B). */
+struct nam_block {
+  int64_t b, row0; /* the batch (blockIdx.y) and the first own row (64 blockIdx.x) */
+  int D, Cv;
+  const float *own_d, *own_c; /* the own side's operands, every batch's rows (own_c NULL in the forward) */
+  int64_t own_rows;
+  const float *str_d, *str_c; /* the streamed side's, batch b's rows */
+  int64_t str_rows;
+
+  __device__ __forceinline__ nam_block(const float *own_d_, const float *own_c_, int64_t own_rows_,
+                                       const float *str_d_, const float *str_c_, int64_t str_rows_, int D_, int Cv_)
+      : b(blockIdx.y), row0((int64_t)blockIdx.x * TILE), D(D_), Cv(Cv_), own_d(own_d_), own_c(own_c_),
+        own_rows(own_rows_), str_d(str_d_ + b * str_rows_ * D_), str_c(str_c_ + b * str_rows_ * Cv_),
+        str_rows(str_rows_) {}
+
+  /* The block's own rows of the D-wide operand into A (WA wide, row stride lda); zero past
+   * the side's rows. */
+  template <int WA, int NT = THREADS> __device__ __forceinline__ void load_own(float *A, int lda) const {
+    load_tile<WA, NT>(A, lda, own_d + b * own_rows * D, row0, own_rows, D);
+  }
+  /* The same, then those rows of the Cv-wide operand into C (WC wide, stride ldc). */
+  template <int WA, int WC, int NT = THREADS>
+  __device__ __forceinline__ void load_own(float *A, int lda, float *C, int ldc) const {
+    load_own<WA, NT>(A, lda);
+    load_tile<WC, NT>(C, ldc, own_c + b * own_rows * Cv, row0, own_rows, Cv);
+  }
+  /* Streamed rows r0 .. r0+63 of both operands into A and C, as load_own. */
+  template <int WA, int WC, int NT = THREADS>
+  __device__ __forceinline__ void load_streamed(float *A, int lda, float *C, int ldc, int64_t r0) const {
+    load_tile<WA, NT>(A, lda, str_d, r0, str_rows, D);
+    load_tile<WC, NT>(C, ldc, str_c, r0, str_rows, Cv);
+  }
+
+  /* *L, *Dr = lse and delta of query row r of the batch; +inf and 0 past N (p is then 0). */
+  __device__ __forceinline__ void row_stats(float *L, float *Dr, const float *lse, const float *delta, int64_t r,
+                                            int64_t N) const {
+    *L = r < N ? lse[b * N + r] : INFINITY;
+    *Dr = r < N ? delta[b * N + r] : 0.f;
+  }
+  /* The dK/dV pass: Ls[i], Dl[i] = row_stats of query row r0 + i, for i < 64 (threads 0-63). */
+  __device__ __forceinline__ void tile_stats(float *Ls, float *Dl, const float *lse, const float *delta, int64_t r0,
+                                             int64_t N) const {
+    if (threadIdx.x < TILE) {
+      const int64_t r = r0 + threadIdx.x;
+      row_stats(Ls + threadIdx.x, Dl + threadIdx.x, lse, delta, r, N);
+    }
+  }
+
+  /* The batch's part of a gradient with rows x cols per batch, or NULL for none. */
+  __device__ __forceinline__ float *grad(float *g, int64_t rows, int cols) const {
+    return g ? g + b * rows * cols : NULL;
+  }
+};
+
 /* The padded width for n: 16, 32, 64 or 128; 0 over 128. */
 static inline int padded(int64_t n) { return n <= 16 ? 16 : n <= 32 ? 32 : n <= 64 ? 64 : n <= 128 ? 128 : 0; }
 
@@ -46,12 +108,6 @@ static int launch_with(K kernel, const char *op, dim3 grid, unsigned threads, si
   kernel<<<grid, threads, smem, fv_cuda_stream>>>(args...);
   FV_CUDA_LAUNCHED(op);
   return FV_OK;
-}
-
-/* The same with THREADS threads. */
-template <typename K, typename... A>
-static int launch(K kernel, const char *op, dim3 grid, size_t smem, A... args) {
-  return launch_with(kernel, op, grid, THREADS, smem, args...);
 }
 
 /* delta[r] = dout[r] . out[r] over Cv, for the B * N rows */
@@ -75,6 +131,55 @@ static int backward_delta(float **delta, size_t *bytes, const float *dout, const
   fv_cuda_free(*delta, *bytes);
   *delta = NULL;
   return fv_fail(FV_ERR_DEVICE, "nam_attention backward (delta): %s", cudaGetErrorString(e));
+}
+
+/* The kernels of one fused implementation (nn_nam_flash.cu, nn_nam_mma.cu) for one pair of
+ * padded widths: their block size, dynamic shared bytes and names in errors. */
+typedef void (*forward_kernel)(float *out, float *lse, const float *q, const float *k, const float *v, int64_t N,
+                               int64_t M, int D, int Cv, float scale);
+typedef void (*dkdv_kernel)(float *dk, float *dv, const float *q, const float *k, const float *v, const float *dout,
+                            const float *lse, const float *delta, int64_t N, int64_t M, int D, int Cv, float scale);
+typedef void (*dq_kernel)(float *dq, const float *q, const float *k, const float *v, const float *dout,
+                          const float *lse, const float *delta, int64_t N, int64_t M, int D, int Cv, float scale);
+struct kernel_set {
+  forward_kernel forward;
+  dkdv_kernel dkdv;
+  dq_kernel dq;
+  unsigned threads;
+  size_t forward_smem, dkdv_smem, dq_smem;
+  const char *forward_op, *dkdv_op, *dq_op;
+};
+
+/* Runs the call on ks. Forward (slots out, lse, q, k, v): a block per 64 query rows.
+ * Backward (slots dq, dk, dv, dout, q, k, v, out, lse): delta (backward_delta), then dK and
+ * dV when either is wanted (a block per 64 keys), then dQ when wanted (a block per 64 query
+ * rows); delta is freed after, whatever failed. */
+static inline int run_kernels(const fv_nn_call *c, int backward, const kernel_set &ks) {
+  const fv_tensor *q = c->t[backward ? 4 : 2], *k = c->t[backward ? 5 : 3], *v = c->t[backward ? 6 : 4];
+  const int64_t B = q->sizes[0], N = q->sizes[1], M = k->sizes[1];
+  const int D = (int)q->sizes[2], Cv = (int)v->sizes[2];
+  const float scale = (float)c->d[0];
+  const dim3 rows_grid((unsigned)((N + TILE - 1) / TILE), (unsigned)B);
+  if (!backward)
+    return launch_with(ks.forward, ks.forward_op, rows_grid, ks.threads, ks.forward_smem, fv_nn_ptr<float>(c, 0),
+                       fv_nn_ptr<float>(c, 1), (const float *)fv_nn_ptr<float>(c, 2),
+                       (const float *)fv_nn_ptr<float>(c, 3), (const float *)fv_nn_ptr<float>(c, 4), N, M, D, Cv,
+                       scale);
+  float *dq = fv_nn_ptr<float>(c, 0), *dk = fv_nn_ptr<float>(c, 1), *dv = fv_nn_ptr<float>(c, 2);
+  const float *dout = fv_nn_ptr<float>(c, 3), *qp = fv_nn_ptr<float>(c, 4), *kp = fv_nn_ptr<float>(c, 5),
+              *vp = fv_nn_ptr<float>(c, 6), *out = fv_nn_ptr<float>(c, 7), *lse = fv_nn_ptr<float>(c, 8);
+  float *delta; /* (B, N) */
+  size_t delta_bytes;
+  FV_TRY(backward_delta(&delta, &delta_bytes, dout, out, B * N, Cv));
+  int status = FV_OK;
+  if (dk || dv)
+    status = launch_with(ks.dkdv, ks.dkdv_op, dim3((unsigned)((M + TILE - 1) / TILE), (unsigned)B), ks.threads,
+                         ks.dkdv_smem, dk, dv, qp, kp, vp, dout, lse, (const float *)delta, N, M, D, Cv, scale);
+  if (status == FV_OK && dq)
+    status = launch_with(ks.dq, ks.dq_op, rows_grid, ks.threads, ks.dq_smem, dq, qp, kp, vp, dout, lse,
+                         (const float *)delta, N, M, D, Cv, scale);
+  fv_cuda_free(delta, delta_bytes);
+  return status;
 }
 
 } // namespace nam_tiles

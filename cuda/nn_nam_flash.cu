@@ -12,7 +12,10 @@
  *             and accumulates dQ. Each adds (+=) into its gradient, which may be NULL.
  * Block: 256 threads as 16 x 16; thread (ty, tx) owns rows 4*ty .. 4*ty+3 of its tile and
  * columns tx, tx+16, ... (conflict-free shared-memory columns). D and Cv are padded to
- * the template's DP and CP (16, 32, 64, 128) with zeros in shared memory.
+ * the template's DP and CP (16, 32, 64, 128) with zeros in shared memory. Each kernel's
+ * prologue (its batch and rows, the batch's operands, tile and lse/delta loads: nam_block)
+ * and the host side (the launches and delta: run_kernels) are nam_tiles.cuh's, shared with
+ * nn_nam_mma.cu.
  * Build: nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/nn_nam_flash.cu -o build/cuda/nn_nam_flash.o */
 #include "nam_tiles.cuh"
 
@@ -41,6 +44,15 @@ __device__ __forceinline__ void dots(float (&s)[4][4], const float *a, int lda, 
 #pragma unroll
       for (int j = 0; j < 4; j++) s[i][j] = fmaf(x[i], y[j], s[i][j]);
   }
+}
+
+/* The backward's two products for a pair of tiles: s = a . b over DP (Q and K rows, either
+ * way round), dp = c . e over CP (dO and V rows); strides DP + 1 and CP + 1. */
+template <int DP, int CP>
+__device__ __forceinline__ void products(float (&s)[4][4], float (&dp)[4][4], const float *a, const float *b,
+                                         const float *c, const float *e) {
+  dots<DP>(s, a, DP + 1, b, DP + 1);
+  dots<CP>(dp, c, CP + 1, e, CP + 1);
 }
 
 /* acc[i][c] += sum_k w[4*ty + i][k] * m[k][tx + 16*c] for k < 64: a 64 x 64 weight tile
@@ -87,9 +99,8 @@ __global__ void __launch_bounds__(THREADS)
   float *Vs = Ks + TILE * (DP + 1);  /* (64, CP) */
   float *Ps = Vs + TILE * CP;        /* (64, PS) */
   const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
-  const int64_t b = blockIdx.y, row0 = (int64_t)blockIdx.x * TILE;
-  const float *kb = k + b * M * D, *vb = v + b * M * Cv;
-  load_tile<DP>(Qs, DP + 1, q + b * N * D, row0, N, D);
+  const nam_block at(q, NULL, N, k, v, M, D, Cv); /* owns queries, streams keys */
+  at.load_own<DP>(Qs, DP + 1);
   float o[4][CP / 16], m[4], l[4];
 #pragma unroll
   for (int i = 0; i < 4; i++) {
@@ -100,8 +111,7 @@ __global__ void __launch_bounds__(THREADS)
   }
   for (int64_t c0 = 0; c0 < M; c0 += TILE) {
     __syncthreads(); /* the last tile's K, V and P are used up */
-    load_tile<DP>(Ks, DP + 1, kb, c0, M, D);
-    load_tile<CP>(Vs, CP, vb, c0, M, Cv);
+    at.load_streamed<DP, CP>(Ks, DP + 1, Vs, CP, c0);
     __syncthreads();
     float s[4][4];
     dots<DP>(s, Qs, DP + 1, Ks, DP + 1);
@@ -132,13 +142,13 @@ __global__ void __launch_bounds__(THREADS)
   }
 #pragma unroll
   for (int i = 0; i < 4; i++) {
-    const int64_t r = row0 + 4 * ty + i;
+    const int64_t r = at.row0 + 4 * ty + i;
     if (r >= N) continue;
     const float inv = 1.f / l[i];
 #pragma unroll
     for (int c = 0; c < CP / 16; c++)
-      if (tx + 16 * c < Cv) out[(b * N + r) * Cv + tx + 16 * c] = o[i][c] * inv;
-    if (tx == 0) lse[b * N + r] = m[i] + logf(l[i]);
+      if (tx + 16 * c < Cv) out[(at.b * N + r) * Cv + tx + 16 * c] = o[i][c] * inv;
+    if (tx == 0) lse[at.b * N + r] = m[i] + logf(l[i]);
   }
 }
 
@@ -157,10 +167,8 @@ __global__ void __launch_bounds__(THREADS)
   float *Ls = dSs + TILE * PS;        /* (64): lse of the query tile, +inf past N */
   float *Dl = Ls + TILE;              /* (64): delta of the query tile */
   const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
-  const int64_t b = blockIdx.y, key0 = (int64_t)blockIdx.x * TILE;
-  const float *qb = q + b * N * D, *ob = dout + b * N * Cv;
-  load_tile<DP>(Ks, DP + 1, k + b * M * D, key0, M, D);
-  load_tile<CP>(Vs, CP + 1, v + b * M * Cv, key0, M, Cv);
+  const nam_block at(k, v, M, q, dout, N, D, Cv); /* owns keys, streams queries */
+  at.load_own<DP, CP>(Ks, DP + 1, Vs, CP + 1);
   float dka[4][DP / 16], dva[4][CP / 16];
 #pragma unroll
   for (int i = 0; i < 4; i++) {
@@ -171,17 +179,11 @@ __global__ void __launch_bounds__(THREADS)
   }
   for (int64_t r0 = 0; r0 < N; r0 += TILE) {
     __syncthreads(); /* the last query tile is used up */
-    load_tile<DP>(Qs, DP + 1, qb, r0, N, D);
-    load_tile<CP>(dOs, CP + 1, ob, r0, N, Cv);
-    if (threadIdx.x < TILE) {
-      const int64_t r = r0 + threadIdx.x;
-      Ls[threadIdx.x] = r < N ? lse[b * N + r] : INFINITY;
-      Dl[threadIdx.x] = r < N ? delta[b * N + r] : 0.f;
-    }
+    at.load_streamed<DP, CP>(Qs, DP + 1, dOs, CP + 1, r0);
+    at.tile_stats(Ls, Dl, lse, delta, r0, N);
     __syncthreads();
     float s[4][4], dp[4][4];
-    dots<DP>(s, Ks, DP + 1, Qs, DP + 1);
-    dots<CP>(dp, Vs, CP + 1, dOs, CP + 1);
+    products<DP, CP>(s, dp, Ks, Qs, Vs, dOs);
 #pragma unroll
     for (int i = 0; i < 4; i++)
 #pragma unroll
@@ -195,8 +197,8 @@ __global__ void __launch_bounds__(THREADS)
     accumulate<CP>(dva, Ps, dOs, CP + 1);
     accumulate<DP>(dka, dSs, Qs, DP + 1);
   }
-  add_rows<DP>(dk ? dk + b * M * D : NULL, dka, key0, M, D);
-  add_rows<CP>(dv ? dv + b * M * Cv : NULL, dva, key0, M, Cv);
+  add_rows<DP>(at.grad(dk, M, D), dka, at.row0, M, D);
+  add_rows<CP>(at.grad(dv, M, Cv), dva, at.row0, M, Cv);
 }
 
 /* dQ of one 64-query tile against every key tile. Thread rows are queries. */
@@ -211,27 +213,21 @@ __global__ void __launch_bounds__(THREADS)
   float *Vs = Ks + TILE * (DP + 1);   /* (64, CP + 1) */
   float *dSs = Vs + TILE * (CP + 1);  /* (64, PS) */
   const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
-  const int64_t b = blockIdx.y, row0 = (int64_t)blockIdx.x * TILE;
-  const float *kb = k + b * M * D, *vb = v + b * M * Cv;
-  load_tile<DP>(Qs, DP + 1, q + b * N * D, row0, N, D);
-  load_tile<CP>(dOs, CP + 1, dout + b * N * Cv, row0, N, Cv);
+  const nam_block at(q, dout, N, k, v, M, D, Cv); /* owns queries, streams keys */
+  at.load_own<DP, CP>(Qs, DP + 1, dOs, CP + 1);
   float L[4], Dr[4], dqa[4][DP / 16];
 #pragma unroll
   for (int i = 0; i < 4; i++) {
-    const int64_t r = row0 + 4 * ty + i;
-    L[i] = r < N ? lse[b * N + r] : INFINITY;
-    Dr[i] = r < N ? delta[b * N + r] : 0.f;
+    at.row_stats(&L[i], &Dr[i], lse, delta, at.row0 + 4 * ty + i, N);
 #pragma unroll
     for (int c = 0; c < DP / 16; c++) dqa[i][c] = 0.f;
   }
   for (int64_t c0 = 0; c0 < M; c0 += TILE) {
     __syncthreads(); /* the last key tile is used up */
-    load_tile<DP>(Ks, DP + 1, kb, c0, M, D);
-    load_tile<CP>(Vs, CP + 1, vb, c0, M, Cv);
+    at.load_streamed<DP, CP>(Ks, DP + 1, Vs, CP + 1, c0);
     __syncthreads();
     float s[4][4], dp[4][4];
-    dots<DP>(s, Qs, DP + 1, Ks, DP + 1);
-    dots<CP>(dp, dOs, CP + 1, Vs, CP + 1);
+    products<DP, CP>(s, dp, Qs, Ks, dOs, Vs);
 #pragma unroll
     for (int i = 0; i < 4; i++)
 #pragma unroll
@@ -242,7 +238,7 @@ __global__ void __launch_bounds__(THREADS)
     __syncthreads();
     accumulate<DP>(dqa, dSs, Ks, DP + 1);
   }
-  add_rows<DP>(dq ? dq + b * N * D : NULL, dqa, row0, N, D);
+  add_rows<DP>(at.grad(dq, N, D), dqa, at.row0, N, D);
 }
 
 /* Shared bytes of each kernel for DP, CP. */
@@ -253,31 +249,10 @@ constexpr size_t dkdv_smem(int DP, int CP) {
 constexpr size_t dq_smem(int DP, int CP) { return sizeof(float) * TILE * (2 * (DP + 1) + 2 * (CP + 1) + PS); }
 
 template <int DP, int CP> static int run(const fv_nn_call *c, int backward) {
-  const fv_tensor *q = c->t[backward ? 4 : 2], *k = c->t[backward ? 5 : 3], *v = c->t[backward ? 6 : 4];
-  const int64_t B = q->sizes[0], N = q->sizes[1], M = k->sizes[1];
-  const int D = (int)q->sizes[2], Cv = (int)v->sizes[2];
-  const float scale = (float)c->d[0];
-  const dim3 rows_grid((unsigned)((N + TILE - 1) / TILE), (unsigned)B);
-  if (!backward)
-    return launch(flash_forward<DP, CP>, "nam_attention", rows_grid, forward_smem(DP, CP), fv_nn_ptr<float>(c, 0),
-                  fv_nn_ptr<float>(c, 1), fv_nn_ptr<float>(c, 2), fv_nn_ptr<float>(c, 3), fv_nn_ptr<float>(c, 4), N,
-                  M, D, Cv, scale);
-  float *dq = fv_nn_ptr<float>(c, 0), *dk = fv_nn_ptr<float>(c, 1), *dv = fv_nn_ptr<float>(c, 2);
-  const float *dout = fv_nn_ptr<float>(c, 3), *qp = fv_nn_ptr<float>(c, 4), *kp = fv_nn_ptr<float>(c, 5),
-              *vp = fv_nn_ptr<float>(c, 6), *out = fv_nn_ptr<float>(c, 7), *lse = fv_nn_ptr<float>(c, 8);
-  float *delta; /* (B, N) */
-  size_t delta_bytes;
-  int status = backward_delta(&delta, &delta_bytes, dout, out, B * N, Cv);
-  if (status != FV_OK) return status;
-  if (status == FV_OK && (dk || dv))
-    status = launch(flash_dkdv<DP, CP>, "nam_attention backward (dk, dv)",
-                    dim3((unsigned)((M + TILE - 1) / TILE), (unsigned)B), dkdv_smem(DP, CP), dk, dv, qp, kp, vp, dout,
-                    (const float *)lse, (const float *)delta, N, M, D, Cv, scale);
-  if (status == FV_OK && dq)
-    status = launch(flash_dq<DP, CP>, "nam_attention backward (dq)", rows_grid, dq_smem(DP, CP), dq, qp, kp, vp, dout,
-                    (const float *)lse, (const float *)delta, N, M, D, Cv, scale);
-  fv_cuda_free(delta, delta_bytes);
-  return status;
+  const kernel_set ks = {flash_forward<DP, CP>, flash_dkdv<DP, CP>, flash_dq<DP, CP>, THREADS,
+                         forward_smem(DP, CP), dkdv_smem(DP, CP), dq_smem(DP, CP),
+                         "nam_attention", "nam_attention backward (dk, dv)", "nam_attention backward (dq)"};
+  return run_kernels(c, backward, ks);
 }
 
 template <int DP> static int run_cp(const fv_nn_call *c, int backward, int cp) {

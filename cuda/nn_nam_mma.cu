@@ -16,7 +16,9 @@
  * c3 (g+8, 2t+1); the operand layouts are at warp_mma. TF32 operands are rounded with
  * cvt.rna, bfloat16 ones to nearest even.
  * D and Cv are padded to DP (16, 32, 64) and CP (32, 64) with zeros; sm_80 and later
- * (the kernels compile empty for the compute_75 PTX). nn_nam.cu chooses it.
+ * (the kernels compile empty for the compute_75 PTX). nn_nam.cu chooses it. Each kernel's
+ * prologue (nam_block) and the host side (run_kernels) are nam_tiles.cuh's, shared with
+ * nn_nam_flash.cu.
  * Build: nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/nn_nam_mma.cu -o build/cuda/nn_nam_mma.o */
 #include <cuda_bf16.h>
 
@@ -107,6 +109,19 @@ template <int NT> __device__ __forceinline__ void zero(float (&acc)[NT][4]) {
     for (int q = 0; q < 4; q++) acc[j][q] = 0.f;
 }
 
+/* The backward's two products for warp w's 16 rows against a 64-row tile: s = a b^T over DP
+ * (Q and K rows, either way round; stride DP + 4), dp = c e^T over CP (dO and V rows; stride
+ * CP + 4); a and c are the block's tiles, the warp's rows taken from them. */
+template <int DP, int CP, bool BF16>
+__device__ __forceinline__ void products(float (&s)[8][4], float (&dp)[8][4], const float *a, const float *b,
+                                         const float *c, const float *e, int w) {
+  constexpr int LQ = DP + 4, LV = CP + 4;
+  zero(s);
+  zero(dp);
+  warp_mma<DP, 8, true, BF16>(s, a + w * WARP_ROWS * LQ, LQ, b, LQ);
+  warp_mma<CP, 8, true, BF16>(dp, c + w * WARP_ROWS * LV, LV, e, LV);
+}
+
 /* The warp's tile p (16 x 8 NT, stride LP) = acc, element (g + 8 (q >> 1), 8 j + 2 t + (q & 1)). */
 template <int NT> __device__ __forceinline__ void warp_store(float *p, const float (&acc)[NT][4]) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -154,15 +169,13 @@ __global__ void __launch_bounds__(BLOCK)
   float *Vs = Ks + TILE * LQ; /* (64, LV) */
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   float *Pw = Vs + TILE * LV + w * PW; /* this warp's (16, LP) */
-  const int64_t b = blockIdx.y, row0 = (int64_t)blockIdx.x * TILE;
-  const float *kb = k + b * M * D, *vb = v + b * M * Cv;
-  load_tile<DP, BLOCK>(Qs, LQ, q + b * N * D, row0, N, D);
+  const nam_block at(q, NULL, N, k, v, M, D, Cv); /* owns queries, streams keys */
+  at.load_own<DP, BLOCK>(Qs, LQ);
   float o[CP / 8][4], m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.f, 0.f };
   zero(o);
   for (int64_t c0 = 0; c0 < M; c0 += TILE) {
     __syncthreads(); /* the last tile's K and V are used up */
-    load_tile<DP, BLOCK>(Ks, LQ, kb, c0, M, D);
-    load_tile<CP, BLOCK>(Vs, LV, vb, c0, M, Cv);
+    at.load_streamed<DP, CP, BLOCK>(Ks, LQ, Vs, LV, c0);
     __syncthreads();
     float s[8][4];
     zero(s);
@@ -202,7 +215,7 @@ __global__ void __launch_bounds__(BLOCK)
   }
 #pragma unroll
   for (int h = 0; h < 2; h++) {
-    const int64_t r = row0 + w * WARP_ROWS + g + 8 * h;
+    const int64_t r = at.row0 + w * WARP_ROWS + g + 8 * h;
     if (r >= N) continue;
     const float inv = 1.f / l[h];
 #pragma unroll
@@ -210,9 +223,9 @@ __global__ void __launch_bounds__(BLOCK)
 #pragma unroll
       for (int e = 0; e < 2; e++) {
         const int col = 8 * j + 2 * t + e;
-        if (col < Cv) out[(b * N + r) * Cv + col] = o[j][2 * h + e] * inv;
+        if (col < Cv) out[(at.b * N + r) * Cv + col] = o[j][2 * h + e] * inv;
       }
-    if (t == 0) lse[b * N + r] = m[h] + logf(l[h]);
+    if (t == 0) lse[at.b * N + r] = m[h] + logf(l[h]);
   }
 #endif
 }
@@ -233,28 +246,18 @@ __global__ void __launch_bounds__(BLOCK)
   float *Dl = Ls + TILE;        /* (64): delta of the query tile */
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3;
   float *Pw = Dl + TILE + w * PW; /* this warp's (16, LP) */
-  const int64_t b = blockIdx.y, key0 = (int64_t)blockIdx.x * TILE;
-  const float *qb = q + b * N * D, *ob = dout + b * N * Cv;
-  load_tile<DP, BLOCK>(Ks, LQ, k + b * M * D, key0, M, D);
-  load_tile<CP, BLOCK>(Vs, LV, v + b * M * Cv, key0, M, Cv);
+  const nam_block at(k, v, M, q, dout, N, D, Cv); /* owns keys, streams queries */
+  at.load_own<DP, CP, BLOCK>(Ks, LQ, Vs, LV);
   float dka[DP / 8][4], dva[CP / 8][4];
   zero(dka);
   zero(dva);
   for (int64_t r0 = 0; r0 < N; r0 += TILE) {
     __syncthreads(); /* the last query tile is used up */
-    load_tile<DP, BLOCK>(Qs, LQ, qb, r0, N, D);
-    load_tile<CP, BLOCK>(dOs, LV, ob, r0, N, Cv);
-    if (threadIdx.x < TILE) {
-      const int64_t r = r0 + threadIdx.x;
-      Ls[threadIdx.x] = r < N ? lse[b * N + r] : INFINITY;
-      Dl[threadIdx.x] = r < N ? delta[b * N + r] : 0.f;
-    }
+    at.load_streamed<DP, CP, BLOCK>(Qs, LQ, dOs, LV, r0);
+    at.tile_stats(Ls, Dl, lse, delta, r0, N);
     __syncthreads();
     float st[8][4], dpt[8][4]; /* (16 keys, 64 queries): S^T and dP^T */
-    zero(st);
-    zero(dpt);
-    warp_mma<DP, 8, true, BF16>(st, Ks + w * WARP_ROWS * LQ, LQ, Qs, LQ);
-    warp_mma<CP, 8, true, BF16>(dpt, Vs + w * WARP_ROWS * LV, LV, dOs, LV);
+    products<DP, CP, BF16>(st, dpt, Ks, Qs, Vs, dOs, w);
 #pragma unroll
     for (int j = 0; j < 8; j++)
 #pragma unroll
@@ -273,8 +276,8 @@ __global__ void __launch_bounds__(BLOCK)
     warp_mma<TILE, DP / 8, false, BF16>(dka, Pw, LP, Qs, LQ); /* dK += dS^T Q */
     __syncwarp();
   }
-  warp_add(dk ? dk + b * M * D : NULL, dka, key0 + w * WARP_ROWS, M, D);
-  warp_add(dv ? dv + b * M * Cv : NULL, dva, key0 + w * WARP_ROWS, M, Cv);
+  warp_add(at.grad(dk, M, D), dka, at.row0 + w * WARP_ROWS, M, D);
+  warp_add(at.grad(dv, M, Cv), dva, at.row0 + w * WARP_ROWS, M, Cv);
 #endif
 }
 
@@ -292,29 +295,19 @@ __global__ void __launch_bounds__(BLOCK)
   float *Vs = Ks + TILE * LQ;   /* (64, LV) */
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   float *Pw = Vs + TILE * LV + w * PW; /* this warp's (16, LP) */
-  const int64_t b = blockIdx.y, row0 = (int64_t)blockIdx.x * TILE;
-  const float *kb = k + b * M * D, *vb = v + b * M * Cv;
-  load_tile<DP, BLOCK>(Qs, LQ, q + b * N * D, row0, N, D);
-  load_tile<CP, BLOCK>(dOs, LV, dout + b * N * Cv, row0, N, Cv);
+  const nam_block at(q, dout, N, k, v, M, D, Cv); /* owns queries, streams keys */
+  at.load_own<DP, CP, BLOCK>(Qs, LQ, dOs, LV);
   float L[2], Dr[2];
 #pragma unroll
-  for (int h = 0; h < 2; h++) {
-    const int64_t r = row0 + w * WARP_ROWS + g + 8 * h;
-    L[h] = r < N ? lse[b * N + r] : INFINITY;
-    Dr[h] = r < N ? delta[b * N + r] : 0.f;
-  }
+  for (int h = 0; h < 2; h++) at.row_stats(&L[h], &Dr[h], lse, delta, at.row0 + w * WARP_ROWS + g + 8 * h, N);
   float dqa[DP / 8][4];
   zero(dqa);
   for (int64_t c0 = 0; c0 < M; c0 += TILE) {
     __syncthreads(); /* the last key tile is used up */
-    load_tile<DP, BLOCK>(Ks, LQ, kb, c0, M, D);
-    load_tile<CP, BLOCK>(Vs, LV, vb, c0, M, Cv);
+    at.load_streamed<DP, CP, BLOCK>(Ks, LQ, Vs, LV, c0);
     __syncthreads();
     float s[8][4], dp[8][4];
-    zero(s);
-    zero(dp);
-    warp_mma<DP, 8, true, BF16>(s, Qs + w * WARP_ROWS * LQ, LQ, Ks, LQ);
-    warp_mma<CP, 8, true, BF16>(dp, dOs + w * WARP_ROWS * LV, LV, Vs, LV);
+    products<DP, CP, BF16>(s, dp, Qs, Ks, dOs, Vs, w);
 #pragma unroll
     for (int j = 0; j < 8; j++)
 #pragma unroll
@@ -328,7 +321,7 @@ __global__ void __launch_bounds__(BLOCK)
     warp_mma<TILE, DP / 8, false, BF16>(dqa, Pw, LP, Ks, LQ); /* dQ += dS K */
     __syncwarp();
   }
-  warp_add(dq ? dq + b * N * D : NULL, dqa, row0 + w * WARP_ROWS, N, D);
+  warp_add(at.grad(dq, N, D), dqa, at.row0 + w * WARP_ROWS, N, D);
 #endif
 }
 
@@ -342,32 +335,11 @@ constexpr size_t dkdv_smem(int DP, int CP) {
 constexpr size_t dq_smem(int DP, int CP) { return sizeof(float) * (TILE * (2 * (DP + 4) + 2 * (CP + 4)) + 4 * PW); }
 
 template <int DP, int CP, bool BF16> int run(const fv_nn_call *c, int backward) {
-  const fv_tensor *q = c->t[backward ? 4 : 2], *k = c->t[backward ? 5 : 3], *v = c->t[backward ? 6 : 4];
-  const int64_t B = q->sizes[0], N = q->sizes[1], M = k->sizes[1];
-  const int D = (int)q->sizes[2], Cv = (int)v->sizes[2];
-  const float scale = (float)c->d[0];
-  const dim3 rows_grid((unsigned)((N + TILE - 1) / TILE), (unsigned)B);
-  if (!backward)
-    return launch_with(mma_forward<DP, CP, BF16>, BF16 ? "nam_attention (bf16 mma)" : "nam_attention (TF32 mma)", rows_grid, BLOCK, forward_smem(DP, CP),
-                       fv_nn_ptr<float>(c, 0), fv_nn_ptr<float>(c, 1), (const float *)fv_nn_ptr<float>(c, 2),
-                       (const float *)fv_nn_ptr<float>(c, 3), (const float *)fv_nn_ptr<float>(c, 4), N, M, D, Cv,
-                       scale);
-  float *dq = fv_nn_ptr<float>(c, 0), *dk = fv_nn_ptr<float>(c, 1), *dv = fv_nn_ptr<float>(c, 2);
-  const float *dout = fv_nn_ptr<float>(c, 3), *qp = fv_nn_ptr<float>(c, 4), *kp = fv_nn_ptr<float>(c, 5),
-              *vp = fv_nn_ptr<float>(c, 6), *out = fv_nn_ptr<float>(c, 7), *lse = fv_nn_ptr<float>(c, 8);
-  float *delta; /* (B, N) */
-  size_t delta_bytes;
-  FV_TRY(backward_delta(&delta, &delta_bytes, dout, out, B * N, Cv));
-  int status = FV_OK;
-  if (dk || dv)
-    status = launch_with(mma_dkdv<DP, CP, BF16>, "nam_attention backward (dk, dv; mma)",
-                         dim3((unsigned)((M + TILE - 1) / TILE), (unsigned)B), BLOCK, dkdv_smem(DP, CP), dk, dv, qp,
-                         kp, vp, dout, lse, (const float *)delta, N, M, D, Cv, scale);
-  if (status == FV_OK && dq)
-    status = launch_with(mma_dq<DP, CP, BF16>, "nam_attention backward (dq; mma)", rows_grid, BLOCK, dq_smem(DP, CP),
-                         dq, qp, kp, vp, dout, lse, (const float *)delta, N, M, D, Cv, scale);
-  fv_cuda_free(delta, delta_bytes);
-  return status;
+  const kernel_set ks = {mma_forward<DP, CP, BF16>, mma_dkdv<DP, CP, BF16>, mma_dq<DP, CP, BF16>, BLOCK,
+                         forward_smem(DP, CP), dkdv_smem(DP, CP), dq_smem(DP, CP),
+                         BF16 ? "nam_attention (bf16 mma)" : "nam_attention (TF32 mma)",
+                         "nam_attention backward (dk, dv; mma)", "nam_attention backward (dq; mma)"};
+  return run_kernels(c, backward, ks);
 }
 
 template <int DP, bool BF16> int run_cp(const fv_nn_call *c, int backward, int cp) {
