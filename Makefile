@@ -33,9 +33,15 @@ NVCCFLAGS ?= -O2
 BASE_NVCCFLAGS = -std=c++17 -fmad=false -Xcompiler -fPIC,-Wall,-Wextra $(CUDA_ARCH)
 CUDA_SOURCES = $(wildcard cuda/*.cu)
 CUDA_OBJECTS = $(CUDA_SOURCES:%.cu=$(BUILD)/%.o)
+# The backend's host-only C files (cuda/*.c, each with its .h: the allocator's bookkeeping),
+# compiled by the C compiler: linked into libfovea_cuda.so, and into the C tests that
+# drive them without nvcc or a GPU.
+CUDA_C_SOURCES = $(wildcard cuda/*.c)
+CUDA_C_OBJECTS = $(CUDA_C_SOURCES:%.c=$(BUILD)/%.o)
 CUDA_LIB  = $(BUILD)/libfovea_cuda.so
-# cuDNN (conv2d on the GPU, cuda/cudnn.cu only): used when its header and library are in
-# CUDA_HOME (CUDNN=0 to leave it out); without it conv2d on cuda says "not implemented".
+# cuDNN (conv2d on the GPU; cuda/cudnn.cu and cuda/cudnn_plan.cu only): used when its
+# header and library are in CUDA_HOME (CUDNN=0 to leave it out); without it conv2d on cuda
+# says "not implemented".
 CUDNN     ?= $(if $(and $(wildcard $(CUDA_HOME)/include/cudnn.h),$(wildcard $(CUDA_HOME)/lib64/libcudnn.so)),1,0)
 
 .PHONY: all lib cuda fake-cuda test ctest sanitize repl demo deps install uninstall clean help
@@ -48,9 +54,9 @@ cuda: $(CUDA_LIB)
 
 # Links against libfovea.so (found beside it at run time: rpath $ORIGIN) and the CUDA
 # runtime, cuBLAS and (when CUDNN=1) cuDNN (rpath to the toolkit's lib64).
-$(CUDA_LIB): $(CUDA_OBJECTS) $(LIB)
+$(CUDA_LIB): $(CUDA_OBJECTS) $(CUDA_C_OBJECTS) $(LIB)
 	@test -n "$(NVCC)" || { echo "make cuda: nvcc not found (PATH or /usr/local/cuda/bin)"; exit 1; }
-	$(NVCC) -shared -cudart shared $(CUDA_ARCH) -o $@ $(CUDA_OBJECTS) -L$(BUILD) -lfovea \
+	$(NVCC) -shared -cudart shared $(CUDA_ARCH) -o $@ $(CUDA_OBJECTS) $(CUDA_C_OBJECTS) -L$(BUILD) -lfovea \
 	  -L$(CUDA_HOME)/lib64 -lcudart -lcublas $(if $(filter 1,$(CUDNN)),-lcudnn) -Xlinker -rpath,'$$ORIGIN' -Xlinker -rpath,$(CUDA_HOME)/lib64
 
 $(BUILD)/cuda/%.o: cuda/%.cu cuda/common.cuh cuda/fovea_cuda.h core/fovea.h core/internal.h core/philox.h
@@ -59,8 +65,14 @@ $(BUILD)/cuda/%.o: cuda/%.cu cuda/common.cuh cuda/fovea_cuda.h core/fovea.h core
 	$(NVCC) $(NVCCFLAGS) $(BASE_NVCCFLAGS) -c $< -o $@
 
 $(CUDA_OBJECTS): cuda/nn_common.cuh
+$(BUILD)/cuda/allocator.o: cuda/block_pool.h
 $(BUILD)/cuda/nn_nam_flash.o $(BUILD)/cuda/nn_nam_gemm.o $(BUILD)/cuda/nn_nam_mma.o: cuda/nam_tiles.cuh
-$(BUILD)/cuda/cudnn.o: BASE_NVCCFLAGS += -DFV_HAVE_CUDNN=$(if $(filter 1,$(CUDNN)),1,0)
+$(BUILD)/cuda/cudnn.o $(BUILD)/cuda/cudnn_plan.o: cuda/cudnn_plan.cuh
+$(BUILD)/cuda/cudnn.o $(BUILD)/cuda/cudnn_plan.o: BASE_NVCCFLAGS += -DFV_HAVE_CUDNN=$(if $(filter 1,$(CUDNN)),1,0)
+
+$(CUDA_C_OBJECTS): $(BUILD)/cuda/%.o: cuda/%.c cuda/%.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(BASE_CFLAGS) -c $< -o $@
 
 $(LIB): $(OBJECTS)
 	$(CC) -shared -fopenmp $(SANITIZE) -o $@ $(OBJECTS) $(LDLIBS)
@@ -78,6 +90,11 @@ $(BUILD)/spec/%: spec/c/%.c $(LIB)
 	$(CC) $(CFLAGS) $(BASE_CFLAGS) -Icore -Icore/cpu $< -o $@ -L$(BUILD) -lfovea $(LDLIBS) -Wl,-rpath,$(abspath $(BUILD))
 
 ctest: $(CTESTS)
+
+# The caching allocator's bookkeeping alone, over malloc'd segments (no libfovea, no CUDA).
+$(BUILD)/spec/test_block_pool: spec/c/test_block_pool.c $(BUILD)/cuda/block_pool.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(BASE_CFLAGS) -Icuda $^ -o $@
 
 # A stand-in libfovea_cuda.so over host memory and the CPU's kernels (spec/c/fake_cuda.c):
 # spec/cuda_plumbing_spec.lua runs spec/cuda_spec.lua against it on machines without a GPU.
