@@ -79,6 +79,7 @@ static void wrap_doubles(fv_tensor *wrapper, fv_storage *storage, const fv_tenso
   storage->bytes = (size_t)fv_tensor_numel(t) * sizeof(double);
   storage->refcount = 1;
   storage->device_type = FV_CPU;
+  storage->pinned_for = 0;
   wrapper->storage = storage;
   wrapper->ndim = t->ndim;
   memcpy(wrapper->sizes, t->sizes, sizeof wrapper->sizes);

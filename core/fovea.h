@@ -257,3 +257,15 @@ int fv_criss_cross_attention(fv_tensor **out, const fv_tensor *query, const fv_t
  * already there. Differentiable for float tensors (the gradient goes back to t's
  * device). fv_copy_ also copies between devices. */
 int fv_to_device(fv_tensor **out, const fv_tensor *t, int device);
+/* Pinned (page-locked) host memory, as PyTorch's pin_memory: *out is a contiguous copy of
+ * the cpu tensor t (same values, dtype and shape; still a cpu tensor) in host memory that
+ * device's backend (FV_CUDA) pinned for its transfers; a new reference to t when t is
+ * contiguous and pinned for device already. Differentiable for float tensors. Fails
+ * (FV_ERR_DEVICE, naming t) when t is not on the cpu, device is the cpu, or no backend
+ * for device is loaded or it has no pinned memory. fv_to_device and fv_copy_ send a
+ * contiguous pinned tensor to its device asynchronously: the call returns at once, the
+ * device's later work sees the bytes, and t's memory is kept alive until the copy is done.
+ * fv_live_bytes counts pinned memory as any cpu memory. */
+int fv_pin_memory(fv_tensor **out, const fv_tensor *t, int device);
+/* 1 when t is a cpu tensor in pinned memory (its storage's; views of it are pinned too). */
+int fv_tensor_is_pinned(const fv_tensor *t);

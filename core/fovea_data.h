@@ -47,6 +47,11 @@
  *   CLAHE) of the pipeline are cached as PNG files named by a hash of the file's path,
  *   size, modification time and those steps' parameters; later epochs read the cached
  *   image instead of decoding the original. The folder must exist.
+ *   fv_loader_pin_memory(loader, FV_CUDA): batches assembled from then on have their
+ *   images and labels in host memory pinned for that device's transfers (fv_pin_memory),
+ *   so that fv_to_device sends them asynchronously; FV_CPU turns it off (the default).
+ *   Fails, naming the reason, when no backend for the device is loaded or it has no
+ *   pinned memory. A batch whose upload is still in flight is never reused.
  *
  * File system
  *   fv_data_list_dir    the entries of a folder except . and .., sorted by name (bytes),
@@ -119,6 +124,8 @@ int fv_loader_new(fv_loader **out, int64_t n_items, const char *const *paths, co
                   const fv_data_step *steps, int64_t batch_size, int workers, int prefetch, const char *cache_dir);
 int fv_loader_start(fv_loader *loader, int64_t n, const int64_t *order, uint64_t seed, uint64_t epoch);
 int fv_loader_next(fv_loader *loader, fv_tensor **images, fv_tensor **labels, fv_tensor **indices);
+/* Pinned batches for device (FV_CUDA), or plain ones (FV_CPU); see "Loader" above. */
+int fv_loader_pin_memory(fv_loader *loader, int device);
 /* Cached images read and written since the loader was made. */
 int64_t fv_loader_cache_hits(const fv_loader *loader);
 int64_t fv_loader_cache_writes(const fv_loader *loader);

@@ -15,6 +15,10 @@ struct fv_storage {
   size_t bytes;
   int refcount;
   int device_type;
+  /* 0: memory of device_type's own allocator. Else a cpu storage in page-locked
+   * ("pinned") host memory that the backend of device pinned_for (FV_CUDA) gave by its
+   * host_alloc and takes back by its host_free (fv_pin_memory, the loader's batches). */
+  int pinned_for;
 };
 
 /* ---- errors (error.c) ---- */
@@ -41,6 +45,12 @@ int fv_wrap_dim(const char *op, int dim, int ndim, int *out);
 
 /* ---- storage and tensor construction (storage.c, tensor.c) ---- */
 int fv_storage_new(fv_storage **out, size_t bytes, int device);
+/* A cpu storage of pinned host memory from device's backend (its host_alloc); the error
+ * names op and says why (no backend, no pinned memory there, out of pinned memory). */
+int fv_storage_new_pinned(fv_storage **out, size_t bytes, int device, const char *op);
+/* A storage on device whose memory the backend's upload allocates and fills, asynchronously,
+ * from src (contiguous, on the cpu, pinned for device); see fv_backend.upload. */
+int fv_storage_upload(fv_storage **out, const fv_tensor *src, size_t bytes, int device);
 void fv_storage_retain(fv_storage *s);
 void fv_storage_release(fv_storage *s);
 /* A tensor struct with refcount 1 sharing src's storage (retained), same dtype/device. */
@@ -48,8 +58,15 @@ int fv_tensor_alias(fv_tensor **out, const fv_tensor *src);
 /* Fills contiguous row-major strides for t->sizes. */
 void fv_set_contiguous_strides(fv_tensor *t);
 int64_t fv_shape_numel(int ndim, const int64_t *shape);
+/* A contiguous tensor header (refcount 1) with no storage yet; the shape is checked as
+ * fv_empty does, errors naming op. */
+int fv_tensor_header(fv_tensor **out, const char *op, int ndim, const int64_t *shape, int dtype, int device);
 /* Allocates a contiguous tensor like fv_empty, with no status message on success. */
 int fv_alloc_like_shape(fv_tensor **out, int ndim, const int64_t *shape, int dtype, int device);
+/* The same on the cpu, in host memory pinned for device's transfers (fv_storage_new_pinned). */
+int fv_alloc_pinned_shape(fv_tensor **out, int ndim, const int64_t *shape, int dtype, int device, const char *op);
+/* FV_OK when device's backend is loaded and gives pinned host memory, else an error naming op. */
+int fv_check_pinned(const char *op, int device);
 /* Broadcast shape of a and b into out_shape (FV_MAX_DIMS long); error names op and both shapes. */
 int fv_broadcast_shapes(const char *op, const fv_tensor *a, const fv_tensor *b, int *ndim, int64_t *out_shape);
 /* A view of t expanded to (ndim, shape) with stride 0 on broadcast dims; t must broadcast. */
@@ -210,6 +227,22 @@ typedef struct fv_backend {
   /* host <-> device transfer of a contiguous tensor's bytes (NULL on CPU) */
   int (*to_host)(void *host, const fv_tensor *src, size_t bytes);
   int (*from_host)(fv_tensor *dst, const void *host, size_t bytes);
+  /* Page-locked ("pinned") host memory for this device's transfers (NULL: none; never on
+   * the cpu's table). A cpu storage whose memory host_alloc gave records the device in
+   * fv_storage.pinned_for and is given back by host_free with the same size. Both may be
+   * called from any thread (the loader's workers allocate pinned batches). On failure
+   * host_alloc returns NULL, with a message when it can say why. */
+  void *(*host_alloc)(size_t bytes);
+  void (*host_free)(void *ptr, size_t bytes);
+  /* Asynchronous host-to-device copy (NULL: none), used by fv_to_device and fv_copy_
+   * when the source is a contiguous cpu tensor pinned for this device: allocates `bytes`
+   * of device memory (given back later by `free(*data, bytes)`) and queues a copy of the
+   * first `bytes` bytes of src into it; returns at once with *data set. Work of this device
+   * queued after the call sees the bytes (stream order). src->storage is retained until
+   * the copy has completed, then released by the backend, so that the pinned memory is
+   * neither freed nor reused (a loader reuses a batch only when its storage's refcount
+   * is 1) while it is read. On failure nothing is queued or retained, *data is NULL. */
+  int (*upload)(void **data, const fv_tensor *src, size_t bytes);
   int (*binary)(int op, fv_tensor *out, const fv_tensor *a, const fv_tensor *b);
   int (*binary_scalar)(int op, fv_tensor *out, const fv_tensor *a, double s, int scalar_first);
   /* unary ops; lo and hi are used by FV_OP_CLAMP */

@@ -9,6 +9,10 @@
  * consumer waits for, which bounds memory. The consumer (fv_loader_next) waits until
  * its batch is complete and hands out the tensors. Random steps draw by (seed, epoch,
  * index), so results do not depend on the number of workers or on timing.
+ * With fv_loader_pin_memory, the batches' images and labels are allocated in host memory
+ * pinned for a device (so that fv_to_device sends them asynchronously); a slot's images
+ * tensor is reused only when its tensor and its storage are the slot's alone, so a batch
+ * whose upload is still in flight (the backend holds its storage) is never overwritten.
  *
  * Locking: one mutex guards the cursor, the slots' bookkeeping and the epoch; decoding,
  * transforming and stacking run unlocked (a slot being stacked belongs to the worker
@@ -56,6 +60,7 @@ struct fv_loader {
   int64_t batch_size;
   int prefetch;
   int workers;
+  int pin_device;          /* FV_CPU: plain batches; else images and labels pinned for this device (atomic) */
   pthread_t *threads;      /* (workers) */
   int started;             /* threads running */
   /* shared state, under lock */
@@ -170,10 +175,12 @@ static int same_sample_shape(const fv_tensor *batch, const fv_tensor *sample) {
   return 1;
 }
 
-/* Makes s->images fit (count, sample shape), reusing the slot's tensor when the caller
- * has released it and every view of it (the tensor and its storage are the slot's alone). */
-static int shape_batch(batch_slot *s, const fv_tensor *sample) {
+/* Makes s->images fit (count, sample shape), pinned for pin_device (FV_CPU: plain memory),
+ * reusing the slot's tensor when the caller has released it and every view of it and no
+ * upload holds its storage (the tensor and its storage are the slot's alone). */
+static int shape_batch(batch_slot *s, const fv_tensor *sample, int pin_device) {
   if (s->images && s->images->storage && s->images->sizes[0] == s->count && same_sample_shape(s->images, sample) &&
+      s->images->storage->pinned_for == pin_device && /* FV_CPU is 0: not pinned */
       __atomic_load_n(&s->images->refcount, __ATOMIC_ACQUIRE) == 1 &&
       __atomic_load_n(&s->images->storage->refcount, __ATOMIC_ACQUIRE) == 1)
     return FV_OK;
@@ -182,6 +189,8 @@ static int shape_batch(batch_slot *s, const fv_tensor *sample) {
   int64_t shape[FV_MAX_DIMS];
   shape[0] = s->count;
   for (int d = 0; d < sample->ndim; d++) shape[d + 1] = sample->sizes[d];
+  if (pin_device != FV_CPU)
+    return fv_alloc_pinned_shape(&s->images, sample->ndim + 1, shape, sample->scalar_type, pin_device, "loader");
   return fv_empty(&s->images, sample->ndim + 1, shape, sample->scalar_type, FV_CPU);
 }
 
@@ -217,7 +226,7 @@ static void assemble(fv_loader *L, batch_slot *s) {
     record_failure(s, pos, FV_ERR_SHAPE, L->paths[idx], idx, why);
     break;
   }
-  if (!s->failed && shape_batch(s, first) != FV_OK) {
+  if (!s->failed && shape_batch(s, first, __atomic_load_n(&L->pin_device, __ATOMIC_ACQUIRE)) != FV_OK) {
     char why[1024];
     snprintf(why, sizeof why, "%s", fv_last_error());
     record_failure(s, 0, fv_last_status(), L->paths[L->order[start]], L->order[start], why);
@@ -367,6 +376,7 @@ int fv_loader_new(fv_loader **out, int64_t n_items, const char *const *paths, co
   L->batch_size = batch_size;
   L->workers = workers;
   L->prefetch = prefetch;
+  L->pin_device = FV_CPU;
   L->n_steps = n_steps;
   L->paths = calloc((size_t)(n_items > 0 ? n_items : 1), sizeof *L->paths);
   L->labels = malloc((size_t)(n_items > 0 ? n_items : 1) * sizeof *L->labels);
@@ -414,7 +424,10 @@ static int prepare_slots(fv_loader *L) {
     if (s->batch == b) continue;
     release_slot(s, 1);
     int64_t start = b * L->batch_size, count = L->n - start < L->batch_size ? L->n - start : L->batch_size;
-    FV_TRY(fv_empty(&s->labels, 1, &count, FV_INT64, FV_CPU));
+    if (L->pin_device != FV_CPU)
+      FV_TRY(fv_alloc_pinned_shape(&s->labels, 1, &count, FV_INT64, L->pin_device, "loader"));
+    else
+      FV_TRY(fv_empty(&s->labels, 1, &count, FV_INT64, FV_CPU));
     FV_TRY(fv_empty(&s->indices, 1, &count, FV_INT64, FV_CPU));
     int64_t *lab = fv_tensor_data(s->labels), *ind = fv_tensor_data(s->indices);
     for (int64_t k = 0; k < count; k++) {
@@ -496,6 +509,15 @@ int fv_loader_next(fv_loader *L, fv_tensor **images, fv_tensor **labels, fv_tens
     *images = *labels = *indices = NULL;
   }
   return status;
+}
+
+int fv_loader_pin_memory(fv_loader *L, int device) {
+  if (!L) return fv_fail(FV_ERR_ARGUMENT, "loader: NULL loader");
+  if (device != FV_CPU) FV_TRY(fv_check_pinned("loader: pin_memory", device));
+  pthread_mutex_lock(&L->lock);
+  __atomic_store_n(&L->pin_device, device, __ATOMIC_RELEASE);
+  pthread_mutex_unlock(&L->lock);
+  return FV_OK;
 }
 
 int64_t fv_loader_cache_hits(const fv_loader *L) { return L ? __atomic_load_n(&L->cache_hits, __ATOMIC_RELAXED) : 0; }

@@ -115,24 +115,45 @@ static int check_new_shape(const char *op, int ndim, const int64_t *shape, int d
   return FV_OK;
 }
 
-int fv_alloc_like_shape(fv_tensor **out, int ndim, const int64_t *shape, int dtype, int device) {
-  FV_TRY(check_new_shape("empty", ndim, shape, dtype, device));
+int fv_tensor_header(fv_tensor **out, const char *op, int ndim, const int64_t *shape, int dtype, int device) {
+  FV_TRY(check_new_shape(op, ndim, shape, dtype, device));
   fv_tensor *t = calloc(1, sizeof *t);
-  if (!t) return fv_fail(FV_ERR_MEMORY, "empty: out of host memory for a tensor header");
+  if (!t) return fv_fail(FV_ERR_MEMORY, "%s: out of host memory for a tensor header", op);
   t->ndim = ndim;
   for (int d = 0; d < ndim; d++) t->sizes[d] = shape[d];
   fv_set_contiguous_strides(t);
   t->scalar_type = dtype;
   t->device_type = device;
   t->refcount = 1;
+  *out = t;
+  return FV_OK;
+}
+
+/* A contiguous tensor with storage from fv_storage_new, or pinned host memory for pin_device. */
+static int alloc_shape(fv_tensor **out, const char *op, int ndim, const int64_t *shape, int dtype, int device,
+                       int pin_device) {
+  fv_tensor *t;
+  FV_TRY(fv_tensor_header(&t, op, ndim, shape, dtype, device));
   size_t bytes = (size_t)fv_shape_numel(ndim, shape) * (size_t)dtype_sizes[dtype];
-  int status = fv_storage_new(&t->storage, bytes ? bytes : 1, device);
+  int status = pin_device ? fv_storage_new_pinned(&t->storage, bytes ? bytes : 1, pin_device, op)
+                          : fv_storage_new(&t->storage, bytes ? bytes : 1, device);
   if (status) {
     free(t);
     return status;
   }
   *out = t;
   return FV_OK;
+}
+
+int fv_alloc_like_shape(fv_tensor **out, int ndim, const int64_t *shape, int dtype, int device) {
+  return alloc_shape(out, "empty", ndim, shape, dtype, device, 0);
+}
+
+int fv_alloc_pinned_shape(fv_tensor **out, int ndim, const int64_t *shape, int dtype, int device, const char *op) {
+  if (device <= FV_CPU || device >= FV_DEVICE_COUNT)
+    return fv_fail(FV_ERR_DEVICE, "%s: host memory is pinned for a device's transfers (cuda), not for %s", op,
+                   fv_device_name(device));
+  return alloc_shape(out, op, ndim, shape, dtype, FV_CPU, device);
 }
 
 int fv_empty(fv_tensor **out, int ndim, const int64_t *shape, int dtype, int device) {

@@ -4,7 +4,7 @@
  *
  * Build (the Makefile's rule `cuda` does this for every .cu file in cuda/, then links them):
  *   nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/backend.cu -o build/cuda/backend.o
- *   nvcc -shared -o build/libfovea_cuda.so build/cuda/{allocator,backend,copy,cudnn,elementwise,matmul,nn_*,optim,profile,random,reduce}.o
+ *   nvcc -shared -o build/libfovea_cuda.so build/cuda/{allocator,backend,copy,cudnn,elementwise,matmul,nn_*,optim,profile,random,reduce,transfer}.o
  *        -Lbuild -lfovea -lcudart -lcublas [-lcudnn]
  */
 #include <stdio.h>
@@ -81,6 +81,9 @@ static void fill_table(void) {
   table.fill = fv_cuda_fill;
   table.to_host = fv_cuda_to_host;
   table.from_host = fv_cuda_from_host;
+  table.host_alloc = fv_cuda_host_alloc; /* transfer.cu */
+  table.host_free = fv_cuda_host_free;
+  table.upload = fv_cuda_upload;
   table.binary = fv_cuda_binary;
   table.binary_scalar = fv_cuda_binary_scalar;
   table.unary = fv_cuda_unary;
@@ -136,5 +139,5 @@ int fv_cuda_autocast_bf16(void) { return autocast_bf16; }
 
 extern "C" int fv_cuda_synchronize(void) {
   FV_CUDA_TRY("synchronize", cudaDeviceSynchronize());
-  return FV_OK;
+  return fv_cuda_uploads_settle(); /* every upload has finished: their sources go back */
 }

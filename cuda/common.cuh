@@ -36,8 +36,8 @@ int fv_cuda_fail(cudaError_t err, const char *op, const char *call, const char *
 #define FV_CUDA_LAUNCHED(op) FV_CUDA_TRY(op, cudaGetLastError())
 
 /* The stream every kernel, copy and cuBLAS call of the backend runs on (the legacy
- * default stream: work is ordered, so a block freed to the allocator's cache may be
- * reused at once by later work). */
+ * default stream: work is ordered, so a block of fv_cuda_alloc freed to the allocator's
+ * cache may be reused at once by later work). */
 static const cudaStream_t fv_cuda_stream = 0;
 
 /* ---- launch sizes ---- */
@@ -165,6 +165,12 @@ static inline char *fv_cuda_first(const fv_tensor *t) {
 extern "C" {
 void *fv_cuda_alloc(size_t bytes);
 void fv_cuda_free(void *data, size_t bytes);
+/* The caching allocator for memory whose first user is `stream`, not fv_cuda_stream (an
+ * upload on a copy stream): its own pool, reused only for that stream. Freed with
+ * fv_cuda_free, the block is taken to be in use by fv_cuda_stream too and is reused once
+ * the compute stream has passed the free (an event; allocator.cu). NULL with fv_fail as
+ * fv_cuda_alloc. */
+void *fv_cuda_alloc_on(size_t bytes, cudaStream_t stream);
 int fv_cuda_copy(fv_tensor *dst, const fv_tensor *src);
 int fv_cuda_fill(fv_tensor *dst, double value);
 int fv_cuda_to_host(void *host, const fv_tensor *src, size_t bytes);
@@ -191,6 +197,13 @@ int fv_cuda_blas_ready(const char *op);
 /* Row-major float32 product C = alpha op(A) op(B) + beta C through cuBLAS (matmul.cu) */
 int fv_cuda_sgemm_rows(const char *op, int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const float *A,
                        int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+/* pinned host memory and asynchronous uploads (transfer.cu; fv_backend's host_alloc,
+ * host_free, upload); fv_cuda_uploads_settle releases the sources of every listed upload
+ * once the device is synchronized (fv_cuda_synchronize) */
+void *fv_cuda_host_alloc(size_t bytes);
+void fv_cuda_host_free(void *ptr, size_t bytes);
+int fv_cuda_upload(void **data, const fv_tensor *src, size_t bytes);
+int fv_cuda_uploads_settle(void);
 /* The profiler (profile.cu): with FOVEA_CUDA_PROFILE set, replaces the table's kernel entries
  * (all but supports) by timing wrappers around them; without it, changes nothing. */
 int fv_cuda_profile_install(fv_backend *table);

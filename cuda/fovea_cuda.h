@@ -35,8 +35,21 @@ int fv_cuda_set_tf32(int enabled);
  * gradients stay float32 (float32 master weights). Overrides TF32 for those ops; other ops
  * are unchanged. Returns the previous setting. */
 int fv_cuda_set_autocast(int bf16);
-/* Waits until the GPU has finished all work (for timings); reports any pending error. */
+/* Waits until the GPU has finished all work (for timings); reports any pending error.
+ * Also releases the sources of every finished asynchronous upload (see below). */
 int fv_cuda_synchronize(void);
+
+/* Pinned host memory (cuda/transfer.cu): fv_pin_memory(&p, t, FV_CUDA) and the loader's
+ * pin_memory take page-locked blocks from a cache (sizes rounded, cudaHostAlloc only when
+ * none is free); a contiguous pinned tensor goes to the GPU by fv_to_device as an
+ * asynchronous copy on a separate stream that the compute stream waits for, its storage
+ * held until the copy has completed (checked at each upload and by fv_cuda_synchronize).
+ * fv_cuda_pinned_stats: bytes of pinned blocks in use (rounded) and cached (free), blocks
+ * handed out since the start (cached or new), uploads still held as in flight. Any
+ * pointer may be NULL. fv_cuda_pinned_empty_cache gives the free blocks back
+ * (cudaFreeHost). */
+int fv_cuda_pinned_stats(int64_t *in_use, int64_t *cached, int64_t *allocations, int64_t *in_flight);
+void fv_cuda_pinned_empty_cache(void);
 
 /* The per-op profiler (cuda/profile.cu), on when FOVEA_CUDA_PROFILE is set to anything
  * but "" or "0" as fv_cuda_init runs (read once there; off, the backend runs unwrapped).

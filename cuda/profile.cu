@@ -11,10 +11,13 @@
  * host column counts the wait (host ms - gpu ms is roughly the host overhead of the
  * call); an asynchronous fault then shows up at the op that caused it. A call made from
  * inside another profiled call (none does so today) is counted in the outer one only,
- * so the rows add up to the total. Single-threaded, as the backend is.
+ * so the rows add up to the total. Single-threaded, as the backend is, but for the
+ * pinned host memory entries (host_alloc, host_free), which the loader's worker threads
+ * call: those are counted with their host time only (no GPU work, no events), under a
+ * lock, and never synchronize.
  *
- * Rows: copy, fill, to_host, from_host, alloc, free, matmul, adam_step, sgd_step,
- * grad_norm_part, grad_scale, and by op code (core/ops.c's names): "binary add",
+ * Rows: copy, fill, to_host, from_host, upload, alloc, free, host_alloc, host_free,
+ * matmul, adam_step, sgd_step, grad_norm_part, grad_scale, and by op code (core/ops.c's names): "binary add",
  * "binary_scalar mul", "unary relu", "reduce sum", "random randn", "nn conv2d forward",
  * "nn batch_norm backward", "nn nam_attention forward", ...
  * The report and reset: fv_cuda_profile_report, fv_cuda_profile_reset (fovea_cuda.h).
@@ -27,18 +30,21 @@
 #include <string.h>
 #include <time.h>
 
+#include <mutex>
+
 #include "common.cuh"
 
 namespace {
 
 /* The rows: a kind, and for the kinds that take one, the op code (FV_OP_COUNT: invalid). */
 enum row_kind {
-  K_COPY, K_FILL, K_TO_HOST, K_FROM_HOST, K_ALLOC, K_FREE, K_MATMUL, K_ADAM, K_SGD, K_NORM, K_SCALE,
-  K_BINARY, K_BINARY_SCALAR, K_UNARY, K_REDUCE, K_RANDOM, K_NN_FORWARD, K_NN_BACKWARD,
+  K_COPY, K_FILL, K_TO_HOST, K_FROM_HOST, K_UPLOAD, K_ALLOC, K_FREE, K_HOST_ALLOC, K_HOST_FREE, K_MATMUL, K_ADAM,
+  K_SGD, K_NORM, K_SCALE, K_BINARY, K_BINARY_SCALAR, K_UNARY, K_REDUCE, K_RANDOM, K_NN_FORWARD, K_NN_BACKWARD,
   K_COUNT
 };
 const char *const kind_names[K_COUNT] = {
-    "copy", "fill", "to_host", "from_host", "alloc", "free", "matmul", "adam_step", "sgd_step",
+    "copy", "fill", "to_host", "from_host", "upload", "alloc", "free", "host_alloc", "host_free", "matmul",
+    "adam_step", "sgd_step",
     "grad_norm_part", "grad_scale", "binary", "binary_scalar", "unary", "reduce", "random", "nn", "nn",
 };
 const int FIRST_BY_OP = K_BINARY;
@@ -52,6 +58,7 @@ struct row {
 row rows[K_COUNT * (FV_OP_COUNT + 1)];
 
 int enabled;
+std::mutex rows_lock;        /* the rows, for the host-only entries called from other threads */
 int depth;                   /* profiled calls in progress (nested ones are not timed) */
 cudaEvent_t ev_start, ev_end;
 fv_backend kernels;          /* the table as backend.cu filled it */
@@ -133,6 +140,29 @@ void p_free(void *data, size_t bytes) {
   span s = begin();
   kernels.free(data, bytes);
   finish(s, K_FREE, 0, FV_OK, 0);
+}
+/* host_alloc and host_free: host time only (any thread; no GPU work to time) */
+void host_only(int kind, double host0) {
+  double host = now_ms() - host0;
+  std::lock_guard<std::mutex> guard(rows_lock);
+  row *r = row_of(kind, 0);
+  r->calls++;
+  r->host_ms += host;
+}
+void *p_host_alloc(size_t bytes) {
+  double host0 = now_ms();
+  void *p = kernels.host_alloc(bytes);
+  host_only(K_HOST_ALLOC, host0);
+  return p;
+}
+void p_host_free(void *ptr, size_t bytes) {
+  double host0 = now_ms();
+  kernels.host_free(ptr, bytes);
+  host_only(K_HOST_FREE, host0);
+}
+int p_upload(void **data, const fv_tensor *src, size_t bytes) {
+  span s = begin();
+  return finish(s, K_UPLOAD, 0, kernels.upload(data, src, bytes), 1);
 }
 int p_copy(fv_tensor *dst, const fv_tensor *src) {
   span s = begin();
@@ -232,6 +262,9 @@ extern "C" int fv_cuda_profile_install(fv_backend *table) {
   table->fill = p_fill;
   table->to_host = p_to_host;
   table->from_host = p_from_host;
+  if (table->host_alloc) table->host_alloc = p_host_alloc;
+  if (table->host_free) table->host_free = p_host_free;
+  if (table->upload) table->upload = p_upload;
   table->binary = p_binary;
   table->binary_scalar = p_binary_scalar;
   table->unary = p_unary;
@@ -249,6 +282,7 @@ extern "C" int fv_cuda_profile_install(fv_backend *table) {
 }
 
 extern "C" void fv_cuda_profile_reset(void) {
+  std::lock_guard<std::mutex> guard(rows_lock);
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
     rows[i].calls = 0;
     rows[i].gpu_ms = rows[i].host_ms = 0;
@@ -263,6 +297,7 @@ extern "C" int fv_cuda_profile_report(char *buf, size_t size) {
   }
   enum { N = sizeof rows / sizeof rows[0] };
   static const row *used[N];
+  std::lock_guard<std::mutex> guard(rows_lock);
   int count = 0, width = 2;
   int64_t calls = 0;
   double gpu = 0, host = 0;

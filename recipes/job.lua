@@ -200,10 +200,12 @@ local function run_row(o, ds, row, out, transforms, positive)
     local seed = o.seed + run - 1
     local train_idx, test_idx = fv.data.splits.train_test(ds, { test_fraction = o.test_fraction, seed = seed })
     local train_set, test_set = ds:subset(train_idx), ds:subset(test_idx)
+    -- on a GPU, batches in pinned memory: their copies to the device overlap its work
+    local pin = o.device == 'cuda'
     local train_loader = fv.data.Loader(train_set, { batch_size = o.batch, workers = o.workers, seed = seed,
-      transform = transforms.train })
+      transform = transforms.train, pin_memory = pin })
     local test_loader = fv.data.Loader(test_set, { batch_size = o.batch, workers = o.workers, seed = seed,
-      transform = transforms.eval, shuffle = false })
+      transform = transforms.eval, shuffle = false, pin_memory = pin })
     local net = build_model(o, row.model, classes)
     local opt = fv.optim.Adam(net, { lr = o.lr })
     print(('%s, run %d/%d: %d training and %d test images -> %s'):format(row.label, run, o.repeats, train_set:size(),

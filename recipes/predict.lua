@@ -31,7 +31,7 @@ job.main(function()
   local files = job.image_files(opts.images)
   local ds = fv.data.datasets.Files(files)
   local loader = fv.data.Loader(ds, { batch_size = opts.batch, workers = opts.workers, shuffle = false,
-    transform = fv.data.transforms.paper_eval(size) })
+    transform = fv.data.transforms.paper_eval(size), pin_memory = opts.device == 'cuda' })
   local rows = { 'path,predicted,' .. table.concat(classes, ',') }
   local bar = fv.progress.new { total = loader:batches(), label = 'predict' }
   local done = 0

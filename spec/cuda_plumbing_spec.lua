@@ -5,7 +5,8 @@
 -- the cuda device). That checks the loading, device moves, cross-device copies, module
 -- moves, statistics and error paths, the optimizers' dispatch to the device's table,
 -- train.fit moving batches to the model's device (a short run on 'cuda' that must equal
--- the cpu's bit for bit), and the GPU spec itself; the CUDA kernels are
+-- the cpu's bit for bit), pinned memory and uploads (the stand-in holds an upload's source
+-- as the real backend does), and the GPU spec itself; the CUDA kernels are
 -- checked only on a GPU (cuda/gpu_check.sh).
 local helpers = require 'spec.helpers'
 local run = helpers.run
@@ -43,6 +44,39 @@ describe('cuda without a GPU', function()
     assert.is_false(ok)
     assert.matches('CUDA', err)
     assert.are.equal('cpu', fv.ones(2):cpu():device())
+  end)
+
+  it('refuses pinned memory without a cuda backend, naming the tensor and the reason', function()
+    if fv.cuda.available() then pending('a GPU is present: spec/cuda_spec.lua covers it') end
+    local ffi = require 'ffi'
+    local C = require('fovea.clib').C
+    local t = fv.ones(2)
+    assert.is_false(t:is_pinned())
+    local ok, err = pcall(function() return t:pin_memory() end)
+    assert.is_false(ok)
+    assert.matches('fovea: pin_memory: CUDA is not available: ', err)
+    -- the C API says why too
+    local out = ffi.new('fv_tensor*[1]')
+    assert.are.equal(C.FV_ERR_DEVICE, C.fv_pin_memory(out, t.p, C.FV_CUDA))
+    assert.matches('pin_memory: cannot pin the float32 2 tensor for cuda: no cuda backend is loaded',
+      ffi.string(C.fv_last_error()))
+    assert.are.equal(C.FV_ERR_DEVICE, C.fv_pin_memory(out, t.p, C.FV_CPU))
+    assert.matches("host memory is pinned for a device's transfers %(cuda%), not for cpu", ffi.string(C.fv_last_error()))
+    assert.are.equal(0, C.fv_tensor_is_pinned(t.p))
+    assert.are.same({ in_use = 0, cached = 0, allocations = 0, in_flight = 0 }, fv.cuda.pinned_stats())
+    -- the loader: its option, and the C setter
+    local made = { size = function() return 2 end, get = function() return fv.zeros({ 2, 2, 1 }, { dtype = 'uint8' }), 1 end }
+    ok, err = pcall(fv.data.Loader, made, { pin_memory = true })
+    assert.is_false(ok)
+    assert.matches('fovea: Loader: pin_memory needs CUDA %(pinned memory is for copies to the GPU%), and CUDA is not '
+      .. 'available: ', err)
+    assert.has_no_error(function() fv.data.Loader(made, { pin_memory = false }) end)
+    local lo = ffi.new('fv_loader*[1]')
+    assert.are.equal(0, C.fv_loader_new(lo, 0, nil, nil, 0, nil, 1, 1, 1, nil))
+    assert.are.equal(C.FV_ERR_DEVICE, C.fv_loader_pin_memory(lo[0], C.FV_CUDA))
+    assert.matches('loader: pin_memory: no cuda backend is loaded', ffi.string(C.fv_last_error()))
+    assert.are.equal(0, C.fv_loader_pin_memory(lo[0], C.FV_CPU))
+    C.fv_loader_free(lo[0])
   end)
 end)
 

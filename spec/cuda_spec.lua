@@ -5,7 +5,10 @@
 -- caching allocator's statistics, running out of GPU memory, the profiler's switch
 -- (FOVEA_CUDA_PROFILE), mixed devices, and every neural-network op (softmax, cross_entropy, the
 -- pools, bilinear, channel_shuffle, batch_norm, conv2d through cuDNN, NAM and criss-cross
--- attention) forward and backward against the CPU. Tagged gpu: run on a GPU machine with
+-- attention) forward and backward against the CPU, pinned memory and asynchronous uploads
+-- (values, autograd, statistics, errors), the loader's pin_memory (a batch in flight is never
+-- reused) and train.fit with pinned batches (prefetching; a NaN loss saves nothing of the
+-- bad step). Tagged gpu: run on a GPU machine with
 --   busted --lua=luajit --tags gpu spec/cuda_spec.lua       (cuda/gpu_check.sh does it)
 -- Without a GPU (or without libfovea_cuda.so) every case is reported as pending with the
 -- reason. spec/cuda_plumbing_spec.lua also runs this file against a stand-in backend
@@ -889,5 +892,189 @@ describe('cuda #gpu', function()
     ok, err = pcall(fv.optim.clip_grad_norm, { a, b }, 1.0)
     assert.is_false(ok)
     assert.matches('one device', err)
+  end)
+
+  -- Pinned host memory and asynchronous uploads (cuda/transfer.cu; on the stand-in: malloc
+  -- and an immediate copy that still holds its source until the next upload or
+  -- synchronize, as the real one holds it until its event has completed).
+  local function address(t) return tonumber(ffi.cast('intptr_t', t:data_ptr())) end
+
+  gpu_it('pins cpu tensors and uploads them asynchronously with the same values', function()
+    collectgarbage('collect')
+    collectgarbage('collect')
+    fv.cuda.synchronize()
+    local s0 = fv.cuda.pinned_stats()
+    for _, dt in ipairs { 'float32', 'float64', 'int64', 'uint8' } do
+      local x = fv.tensor({ { 1, 2, 3 }, { 4, 5, 250 } }, { dtype = dt })
+      assert.is_false(x:is_pinned())
+      local p = x:pin_memory()
+      assert.is_true(p:is_pinned())
+      assert.are.equal('cpu', p:device())
+      assert.are.equal(dt, p:dtype())
+      assert.are.same(x:totable(), p:totable())
+      assert.are.equal(p, p:pin_memory()) -- pinned already: the same tensor
+      assert.is_true(p:transpose(1, 2):is_pinned()) -- views share the pinned storage
+      local g = p:cuda()
+      assert.are.equal('cuda', g:device())
+      assert.are.same(x:totable(), g:totable())
+      -- into an existing device tensor, converting on the device after the upload
+      local d = fv.zeros({ 2, 3 }, { dtype = 'float64', device = 'cuda' })
+      d:copy_(p)
+      assert.are.same(x:double():totable(), d:totable())
+      -- a strided view of pinned memory goes the synchronous way, with the same values
+      assert.are.same(x:t():totable(), p:t():cuda():totable())
+    end
+    -- a large upload followed at once by GPU work: the work sees every value
+    local big = fv.rand({ 1024, 1024 }, { seed = 21, dtype = 'float64' })
+    local pb = big:pin_memory()
+    local s1 = fv.cuda.pinned_stats()
+    assert.is_true(s1.in_use >= s0.in_use + 8 * 1024 * 1024, 'the pinned block is counted')
+    assert.is_true(s1.allocations > s0.allocations)
+    local gb = pb:cuda()
+    assert.are.equal((big * 2):sum():item(), (gb * 2):sum():item())
+    same(big, gb, 0, 0, 'uploaded values')
+    assert.is_true(fv.cuda.pinned_stats().in_flight >= 1, 'the last upload is held until settled')
+    fv.cuda.synchronize()
+    assert.are.equal(0, fv.cuda.pinned_stats().in_flight, 'synchronize settles every upload')
+    -- autograd through pin_memory and the upload: the gradient reaches the cpu leaf
+    local leaf = fv.tensor({ 1, 2, 3 }, { dtype = 'float64' }):requires_grad_()
+    ;(leaf:pin_memory():cuda() * 3):sum():backward()
+    assert.are.equal('cpu', leaf.grad:device())
+    assert.are.same({ 3, 3, 3 }, leaf.grad:totable())
+    -- errors name the op, the tensor and the reason
+    local ok, err = pcall(function() return gb:pin_memory() end)
+    assert.is_false(ok)
+    assert.matches('pin_memory: the float64 1024x1024 tensor is on cuda; only cpu tensors can be pinned', err)
+    ok, err = pcall(function() return big:pin_memory('cpu') end)
+    assert.is_false(ok)
+    assert.matches("pin_memory: cannot pin the float64 1024x1024 tensor for cpu: host memory is pinned for a "
+      .. "device's transfers %(cuda%), not for cpu", err)
+    -- given back: every pinned block of this case is released
+    pb, gb, leaf, big = nil, nil, nil, nil
+    collectgarbage('collect')
+    collectgarbage('collect')
+    fv.cuda.synchronize()
+    assert.are.equal(s0.in_use, fv.cuda.pinned_stats().in_use, 'pinned blocks returned')
+  end)
+
+  gpu_it('loads pinned batches with pin_memory and never reuses one whose upload is in flight', function()
+    local T = fv.data.transforms
+    local dir = helpers.tmpdir()
+    local csv = fv.data.synthetic.generate(dir .. '/synth', { n = 4, size = 24, seed = 3 })
+    local ds = fv.data.datasets.CSV(csv)
+    local opts = { batch_size = 4, workers = 1, prefetch = 1, seed = 2, transform = T.paper_train(16) }
+    local plain = fv.data.Loader(ds, opts)
+    opts.pin_memory = true
+    local pinned = fv.data.Loader(ds, opts)
+    assert.are.equal('c', pinned.mode)
+    local function first(loader, e)
+      local images, labels = loader:epoch(e)()
+      return images, labels
+    end
+    local want_x, want_y = first(plain, 1)
+    -- epoch 1 (one batch an epoch): pinned, the same values as without pinning
+    local a, la = first(pinned, 1)
+    assert.is_true(a:is_pinned() and la:is_pinned())
+    assert.is_false(want_x:is_pinned())
+    same(want_x, a:cuda(), 0, 0, 'pinned batch')
+    assert.are.same(want_y:totable(), la:totable())
+    fv.cuda.synchronize()
+    -- the images' upload last, then let go of the batch: in flight, its storage is held
+    local ga_labels = la:cuda()
+    local ga = a:cuda()
+    local a_values, a_address = a:clone(), address(a)
+    a, la = nil, nil
+    collectgarbage('collect')
+    collectgarbage('collect')
+    local s1 = fv.cuda.pinned_stats()
+    assert.is_true(s1.in_flight >= 1)
+    local b = first(pinned, 2)
+    assert.are_not.equal(a_address, address(b), 'a batch in flight was reused')
+    assert.are.equal(s1.allocations + 2, fv.cuda.pinned_stats().allocations, 'new images and labels')
+    same(a_values, ga, 0, 0, 'the upload of the batch in flight')
+    assert.are.same(want_y:totable(), ga_labels:totable())
+    -- nothing in flight: the slot's pinned tensor is reused
+    fv.cuda.synchronize()
+    local b_address = address(b)
+    b = nil
+    collectgarbage('collect')
+    collectgarbage('collect')
+    local s2 = fv.cuda.pinned_stats()
+    local c = first(pinned, 3)
+    assert.is_true(c:is_pinned())
+    assert.are.equal(b_address, address(c), 'the released batch is reused')
+    assert.are.equal(s2.allocations + 1, fv.cuda.pinned_stats().allocations, 'new labels only')
+    -- the Lua path pins its stacked batches
+    local lua_opts = { batch_size = 4, workers = 0, seed = 2, transform = T.paper_train(16), pin_memory = true }
+    local lua_loader = fv.data.Loader(ds, lua_opts)
+    assert.are.equal('lua', lua_loader.mode)
+    local lx, ly = first(lua_loader, 1)
+    assert.is_true(lx:is_pinned() and ly:is_pinned())
+    same(want_x, lx:cuda(), 0, 0, 'Lua path pinned batch')
+    plain:close()
+    pinned:close()
+    os.execute("rm -rf '" .. dir .. "'")
+  end)
+
+  gpu_it('trains with pinned batches on cuda (prefetching) and stops on a NaN loss with no checkpoint of it',
+    function()
+    -- elementwise ops, matmul and reductions only (the stand-in has no nn kernels)
+    local xs = fv.randn({ 8, 4 }, { seed = 50, dtype = 'float64' })
+    local ys = fv.tensor({ 1, 2, 3, 1, 2, 3, 1, 2 }, { dtype = 'int64' })
+    local function make_loader(pin)
+      local loader = {}
+      function loader:batches() return 2 end
+      function loader:epoch()
+        local b = 0
+        return function()
+          b = b + 1
+          if b > 2 then return nil end
+          local x, y = xs:narrow(1, 4 * b - 3, 4):contiguous(), ys:narrow(1, 4 * b - 3, 4):contiguous()
+          if pin then return x:pin_memory(), y:pin_memory() end
+          return x, y
+        end
+      end
+      return loader
+    end
+    local function run(device, nan_at)
+      fv.manual_seed(7)
+      local net = fv.nn.Sequential(fv.nn.Linear(4, 6, { dtype = 'float64' }), fv.nn.ReLU(),
+        fv.nn.Linear(6, 3, { dtype = 'float64' }))
+      net:to(device)
+      local calls = 0
+      local function loss(logits, labels)
+        assert.are.equal(device, labels:device())
+        calls = calls + 1
+        local l = (logits * logits):mean() + (logits:sum(2) * 0.1):mean()
+        if calls == nan_at then l = l * (0 / 0) end
+        return l
+      end
+      local dir = helpers.tmpdir()
+      local ok, err = pcall(fv.train.fit, { model = net, optimizer = fv.optim.Adam(net, { lr = 0.05 }),
+        train = make_loader(device == 'cuda'), epochs = 2, out_dir = dir, quiet = true, loss = loss })
+      return net, ok, err, dir
+    end
+    local cpu_net = run('cpu')
+    local gpu_net, ok, err, dir = run('cuda')
+    assert(ok, err)
+    for k, p in ipairs(cpu_net:parameters()) do
+      same(p:detach(), gpu_net:parameters()[k]:detach(), 1e-9, 1e-12, 'parameter ' .. k)
+    end
+    os.execute("rm -rf '" .. dir .. "'")
+    -- a NaN loss at epoch 2, batch 2 (the 4th step): the same message as on the cpu, and
+    -- the checkpoint on disk is epoch 1's, with finite weights
+    local net
+    net, ok, err, dir = run('cuda', 4)
+    assert.is_false(ok)
+    assert.matches('fovea: training stopped: the loss is nan at epoch 2, batch 2; the last good checkpoint is', err)
+    local state = fv.load_checkpoint(dir .. '/last.safetensors')
+    assert.are.equal(2, state.epoch)
+    for name, t in pairs(state.model) do
+      assert.are.equal(t:numel(), t:eq(t):sum():item(), name .. ' is finite in the checkpoint')
+    end
+    -- the loss is read after the step is queued: the model in memory took the bad step
+    local w = net:parameters()[1]:cpu()
+    assert.is_true(w:eq(w):sum():item() < w:numel())
+    os.execute("rm -rf '" .. dir .. "'")
   end)
 end)

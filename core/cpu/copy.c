@@ -73,7 +73,7 @@ int fv_cpu_copy(fv_tensor *dst, const fv_tensor *src) {
 }
 
 int fv_cpu_fill(fv_tensor *dst, double value) {
-  fv_storage storage = {&value, sizeof value, 1, FV_CPU};
+  fv_storage storage = {&value, sizeof value, 1, FV_CPU, 0};
   fv_tensor scalar = {0};
   scalar.storage = &storage;
   scalar.scalar_type = FV_FLOAT64;

@@ -130,7 +130,7 @@ int fv_cpu_binary_scalar(int op, fv_tensor *out, const fv_tensor *a, double s, i
   } value;
   if (a->scalar_type == FV_FLOAT64) value.d = s;
   else value.f = (float)s;
-  fv_storage storage = {&value, sizeof value, 1, FV_CPU};
+  fv_storage storage = {&value, sizeof value, 1, FV_CPU, 0};
   fv_tensor scalar = {0};
   scalar.storage = &storage;
   scalar.scalar_type = a->scalar_type;

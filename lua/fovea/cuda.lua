@@ -8,14 +8,17 @@
 --   fv.cuda.available()      true when tensors can live on the GPU
 --   fv.cuda.device_count()   GPUs seen (0 when unavailable)
 --   fv.cuda.memory_stats()   {allocated =, reserved =, peak =} bytes of the caching allocator
---   fv.cuda.empty_cache()    gives the allocator's cached blocks back to the driver
+--   fv.cuda.empty_cache()    gives the allocator's cached blocks (device and pinned host) back to the driver
+--   fv.cuda.pinned_stats()   {in_use =, cached =, allocations =, in_flight =}: bytes of pinned host blocks
+--                            in use and cached, blocks handed out so far, uploads still in flight
+--                            (t:pin_memory(), the loader's pin_memory; see cuda/transfer.cu)
 --   fv.cuda.reset_peak()     peak = allocated
 --   fv.cuda.set_tf32(on)     TF32 tensor-core math for float32 matmul (default on); returns the old setting
 --   fv.cuda.set_autocast(m)  'bf16': float32 conv2d and NAM on the GPU take bfloat16 operands
 --                            (float32 accumulation and master weights); false: off (default);
 --                            returns the old mode ('bf16' or false)
 --   fv.cuda.autocast(m, fn, ...) runs fn(...) with autocast mode m, then restores the old one
---   fv.cuda.synchronize()    waits for the GPU (for timings)
+--   fv.cuda.synchronize()    waits for the GPU (for timings); releases the sources of finished uploads
 --   fv.cuda.profile_report() the per-op profile as a text table (FOVEA_CUDA_PROFILE=1 set before loading)
 --   fv.cuda.profile_reset()  zeroes the profile's counts
 local ffi = require 'ffi'
@@ -115,7 +118,17 @@ function M.device_count()
 end
 
 function M.empty_cache()
-  if load() then lib.fv_cuda_empty_cache() end
+  if load() then
+    lib.fv_cuda_empty_cache()
+    lib.fv_cuda_pinned_empty_cache()
+  end
+end
+
+function M.pinned_stats()
+  if not load() then return { in_use = 0, cached = 0, allocations = 0, in_flight = 0 } end
+  local v = ffi.new('int64_t[4]')
+  clib.check(lib.fv_cuda_pinned_stats(v, v + 1, v + 2, v + 3))
+  return { in_use = tonumber(v[0]), cached = tonumber(v[1]), allocations = tonumber(v[2]), in_flight = tonumber(v[3]) }
 end
 
 function M.memory_stats()

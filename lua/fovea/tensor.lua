@@ -495,6 +495,25 @@ function Tensor.to(t, what)
   return make(C.fv_to_device, t.p, dev)
 end
 
+-- t:pin_memory(): a copy of the cpu tensor t in page-locked ("pinned") host memory for
+-- the GPU's transfers (same values, dtype and shape; still on the cpu), or t itself when
+-- it is pinned and contiguous already. t:to('cuda') / t:cuda() of a pinned tensor is
+-- asynchronous: it returns at once, the GPU's later work sees the values, and the memory
+-- stays alive until the copy is done (PyTorch's pin_memory() + non_blocking). Loads the
+-- CUDA backend; raises when CUDA is not available or t is not on the cpu.
+-- Differentiable for float tensors. t:is_pinned(): whether t's memory is pinned.
+function Tensor.pin_memory(t, device)
+  device = device or 'cuda'
+  local dev = dtypes.device_code(device)
+  if t.p.storage ~= nil and C.fv_tensor_is_pinned(t.p) == 1 and C.fv_tensor_is_contiguous(t.p) == 1 then return t end
+  if dev == C.FV_CUDA and t.p.device_type == C.FV_CPU and C.fv_device_available(dev) == 0 then
+    raise('fovea: pin_memory: CUDA is not available: ' .. tostring(require('fovea.cuda').unavailable_reason()))
+  end
+  return make(C.fv_pin_memory, t.p, dev)
+end
+
+function Tensor.is_pinned(t) return C.fv_tensor_is_pinned(t.p) == 1 end
+
 function Tensor.float(t) return Tensor.to(t, 'float32') end
 function Tensor.double(t) return Tensor.to(t, 'float64') end
 function Tensor.long(t) return Tensor.to(t, 'int64') end

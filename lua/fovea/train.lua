@@ -7,7 +7,11 @@
 --
 -- Batches are moved to the model's device (its first parameter's) before the forward, so
 -- a model moved with net:to('cuda') trains on the GPU; losses and metrics are computed
--- from copies on the cpu.
+-- from copies on the cpu. On a GPU the loop does not wait for the GPU between steps:
+-- batch i + 1 is read from the loader and moved to the device as soon as step i's work
+-- (forward, backward, optimizer step) is queued, so that its copy (asynchronous from a
+-- loader with pin_memory = true) and the loader's work overlap step i on the GPU; step
+-- i's loss is read (which waits for the GPU) only after that.
 -- Each epoch: a progress bar (running loss, images per second, ETA); evaluation on
 -- `test` (loss, accuracy, AUC, sensitivity, specificity, precision, F1 via fv.metrics);
 -- a row in out_dir/log.csv; out_dir/last.safetensors (a training checkpoint: model,
@@ -17,8 +21,10 @@
 --   - resume = true continues from out_dir/last.safetensors exactly where it stopped:
 --     the data order and augmentation depend only on (seed, epoch, index) and the RNG
 --     state is restored, so on the CPU the result equals an uninterrupted run.
---   - A NaN or infinite loss stops training with a clear error before the optimizer
---     step; the last checkpoint on disk is the last good one.
+--   - A NaN or infinite loss stops training with a clear error; the last checkpoint on
+--     disk is the last good one (nothing is saved after the bad step). On the cpu it stops
+--     before the optimizer step; on a GPU the loss is read once the step is queued, so
+--     the model in memory has taken the bad step (reload last.safetensors).
 --   - Ctrl-C (SIGINT) writes a resumable checkpoint at the current batch and then
 --     raises an error that says how to resume.
 -- Options: model, optimizer, train (an fv.data.Loader or anything with :epoch(e),
@@ -120,38 +126,76 @@ local function interrupted(err)
   return type(err) == 'string' and err:match('interrupted!') ~= nil
 end
 
--- One epoch of training from batch `skip` + 1; returns the sums of loss and correct
--- predictions and the count. position is updated as batches complete.
+-- One epoch of training from batch position.batch + 1; returns the sums of loss and
+-- correct predictions and the count. position is updated as batches complete.
+-- A step is settled (its loss read, its counts added, position moved past it) only after
+-- the next batch has been fetched and sent to the device, so that on a GPU nothing waits
+-- for the GPU in between; o.pending is the step taken but not yet settled, which fit
+-- settles before writing an interrupt's checkpoint.
 local function train_epoch(o, e, position, bar)
   local partial = position.partial or { loss = 0, correct = 0, count = 0 }
   local batch, start, images_seen = 0, clock(), 0
   local device = model_device(o.model)
-  for images, labels in o.train:epoch(e) do
-    batch = batch + 1
-    if batch > position.batch then
-      local logits = o.model(to_device(images, device))
-      local loss = o.loss(logits, to_device(labels, device))
-      local value = loss:item()
-      if not is_finite(value) then
-        error(('fovea: training stopped: the loss is %s at epoch %d, batch %d; the last good checkpoint is %s')
-          :format(tostring(value), e, batch, o.last_path), 0)
-      end
-      o.optimizer:zero_grad()
-      loss:backward()
-      o.optimizer:step()
-      local n = logits:size(1)
-      local predicted = logits:argmax(2):totable()
-      local truth = labels:totable()
-      for i = 1, n do if predicted[i] == truth[i] then partial.correct = partial.correct + 1 end end
-      partial.loss = partial.loss + value * n
-      partial.count = partial.count + n
-      position.batch, position.step, position.partial = batch, position.step + 1, partial
-      images_seen = images_seen + n
-      if bar then
-        bar:update(batch, { loss = partial.loss / partial.count, ['img/s'] = images_seen / (clock() - start) })
+  local f, s, var = o.train:epoch(e)
+
+  -- The next batch to train on, moved to the model's device, or nil at the end.
+  local function fetch()
+    while true do
+      local images, labels = f(s, var)
+      var = images
+      if images == nil then return nil end
+      batch = batch + 1
+      if batch > position.batch then
+        return { batch = batch, images = to_device(images, device), labels = to_device(labels, device),
+          truth = labels }
       end
     end
   end
+
+  local function stop_on(value, b)
+    if not is_finite(value) then
+      error(('fovea: training stopped: the loss is %s at epoch %d, batch %d; the last good checkpoint is %s')
+        :format(tostring(value), e, b, o.last_path), 0)
+    end
+  end
+
+  -- Reads a taken step's loss and predictions (waiting for the device) and counts it.
+  local function settle(step)
+    local value = step.value or step.loss:item()
+    stop_on(value, step.batch)
+    local n = step.logits:size(1)
+    local predicted = step.logits:argmax(2):totable()
+    local truth = step.truth:totable()
+    local correct = 0
+    for i = 1, n do if predicted[i] == truth[i] then correct = correct + 1 end end
+    o.pending = nil
+    partial.correct, partial.loss, partial.count = partial.correct + correct, partial.loss + value * n, partial.count + n
+    position.batch, position.step, position.partial = step.batch, position.step + 1, partial
+    images_seen = images_seen + n
+    if bar then
+      bar:update(step.batch, { loss = partial.loss / partial.count, ['img/s'] = images_seen / (clock() - start) })
+    end
+  end
+
+  local current = fetch()
+  while current do
+    local logits = o.model(current.images)
+    local loss = o.loss(logits, current.labels)
+    local value
+    if device == 'cpu' then -- nothing to overlap: stop before a bad step
+      value = loss:item()
+      stop_on(value, current.batch)
+    end
+    o.optimizer:zero_grad()
+    loss:backward()
+    o.optimizer:step()
+    o.pending = { batch = current.batch, loss = loss, value = value, logits = logits, truth = current.truth,
+      settle = settle }
+    current = nil
+    current = fetch() -- batch i + 1 on its way while step i runs on the device
+    settle(o.pending)
+  end
+  o.pending = nil
   return partial
 end
 
@@ -232,6 +276,12 @@ function M.fit(opts)
   if previous_autocast ~= nil then require('fovea.cuda').set_autocast(previous_autocast) end
   if not ok then
     if interrupted(err) then
+      local pending = o.pending -- a step taken whose loss was not read yet: count it first
+      o.pending = nil
+      if pending then
+        local settled, why = pcall(pending.settle, pending)
+        if not settled then error(why, 0) end -- a bad loss: no checkpoint from that step
+      end
       save_last(o.last_path, o.model, o.optimizer, position, o.metadata)
       error(('fovea: interrupted at epoch %d, batch %d: a resumable checkpoint is in %s (run again with --resume)')
         :format(position.epoch, position.batch, o.last_path), 0)

@@ -2,7 +2,8 @@
  * fake backend of fake_device.h (host memory, the CPU's kernels). With it,
  * spec/cuda_spec.lua runs on a machine without a GPU, which checks the spec itself and
  * everything around the kernels: lua/fovea/cuda.lua's loading, device moves, cross-device
- * copies, module moves, statistics and error paths. spec/cuda_plumbing_spec.lua does
+ * copies, module moves, pinned memory and uploads (retained sources), statistics and error
+ * paths. spec/cuda_plumbing_spec.lua does
  * this as part of `make test`; by hand:
  *   make fake-cuda && FOVEA_CUDA_LIB=$PWD/build/spec/fake-cuda/libfovea_cuda.so \
  *     busted --lua=luajit --tags gpu spec/cuda_spec.lua
@@ -55,7 +56,22 @@ int fv_cuda_set_autocast(int bf16) {
   return previous;
 }
 
-int fv_cuda_synchronize(void) { return FV_OK; }
+/* Every upload has completed: their sources are released, as by the real one. */
+int fv_cuda_synchronize(void) {
+  fake_settle();
+  return FV_OK;
+}
+
+/* Pinned blocks are plain malloc here: nothing cached. */
+int fv_cuda_pinned_stats(int64_t *in_use, int64_t *cached, int64_t *allocations, int64_t *in_flight) {
+  if (in_use) *in_use = __atomic_load_n(&fake_pinned_bytes, __ATOMIC_RELAXED);
+  if (cached) *cached = 0;
+  if (allocations) *allocations = __atomic_load_n(&fake_pinned_allocs, __ATOMIC_RELAXED);
+  if (in_flight) *in_flight = fake_flight_count;
+  return FV_OK;
+}
+
+void fv_cuda_pinned_empty_cache(void) {}
 
 /* The stand-in has no profiler (cuda/profile.cu times CUDA events): always off. */
 int fv_cuda_profile_report(char *buf, size_t size) {

@@ -3,7 +3,12 @@
  * headers marked as cpu; host transfers are memcpy. It registers as FV_CUDA, so the
  * core's device plumbing (fv_to_device, fv_copy_ across devices, autograd through device
  * moves, the Lua side's :cuda()/:cpu(), module moves, allocator statistics, errors) runs
- * for real while the kernels stay the CPU's. Used by spec/c/test_device.c and by
+ * for real while the kernels stay the CPU's. Pinned host memory (host_alloc/host_free) is
+ * malloc with a live count, and the asynchronous upload is an immediate copy that still
+ * retains the source's storage as in flight, as the real one does, until the next upload
+ * or fake_settle (fv_cuda_synchronize): then every earlier upload counts as complete and
+ * its source is released (the real backend polls its events at those points).
+ * Used by spec/c/test_device.c and by
  * spec/c/fake_cuda.c (a fake libfovea_cuda.so for spec/cuda_spec.lua, see
  * spec/cuda_plumbing_spec.lua). It checks nothing of the real CUDA kernels.
  * Include after <stdlib.h>, <string.h> and core/internal.h. */
@@ -62,6 +67,69 @@ static int fake_to_host(void *host, const fv_tensor *src, size_t bytes) {
   if (src->device_type != FV_CUDA || !fv_tensor_is_contiguous(src)) abort();
   fake_transfers++;
   memcpy(host, (char *)src->storage->data + src->offset * fv_dtype_size(src->scalar_type), bytes);
+  return FV_OK;
+}
+
+/* Pinned host memory: malloc, counted (the loader's workers allocate it: atomics). */
+static int64_t fake_pinned_bytes, fake_pinned_allocs;
+
+static void *fake_host_alloc(size_t bytes) {
+  if (bytes > fake_memory_limit) {
+    fv_fail(FV_ERR_MEMORY, "fake cuda: out of pinned memory for %zu bytes", bytes);
+    return NULL;
+  }
+  size_t *p = malloc(bytes + 16);
+  if (!p) return NULL;
+  p[0] = bytes;
+  __atomic_add_fetch(&fake_pinned_bytes, (int64_t)bytes, __ATOMIC_RELAXED);
+  __atomic_add_fetch(&fake_pinned_allocs, 1, __ATOMIC_RELAXED);
+  return (char *)p + 16;
+}
+
+static void fake_host_free(void *ptr, size_t bytes) {
+  if (!ptr) return;
+  size_t *p = (size_t *)((char *)ptr - 16);
+  if (p[0] != bytes) abort(); /* the core must give back the size it asked for */
+  __atomic_sub_fetch(&fake_pinned_bytes, (int64_t)bytes, __ATOMIC_RELAXED);
+  free(p);
+}
+
+/* Uploads "in flight": their sources' storages, retained until fake_settle. */
+static fv_storage **fake_flight;
+static int fake_flight_count, fake_flight_cap;
+static int64_t fake_uploads;
+
+/* Every upload so far has completed: releases their sources. */
+static void fake_settle(void) {
+  int n = fake_flight_count;
+  fake_flight_count = 0;
+  for (int i = 0; i < n; i++) fv_storage_release(fake_flight[i]);
+}
+
+static int fake_upload(void **data, const fv_tensor *src, size_t bytes) {
+  *data = NULL;
+  if (src->device_type != FV_CPU || !src->storage || src->storage->pinned_for != FV_CUDA ||
+      !fv_tensor_is_contiguous(src))
+    abort(); /* the core uploads contiguous pinned cpu tensors only */
+  fake_settle(); /* as the real backend's poll: the copies queued before have finished */
+  void *p = fake_alloc(bytes);
+  if (!p) return fv_fail(FV_ERR_MEMORY, "fake cuda: out of memory for an upload of %zu bytes", bytes);
+  if (fake_flight_count == fake_flight_cap) {
+    int cap = fake_flight_cap ? 2 * fake_flight_cap : 16;
+    fv_storage **grown = realloc(fake_flight, (size_t)cap * sizeof *grown);
+    if (!grown) {
+      fake_free(p, bytes);
+      return fv_fail(FV_ERR_MEMORY, "fake cuda: out of host memory for the upload list");
+    }
+    fake_flight = grown;
+    fake_flight_cap = cap;
+  }
+  memcpy(p, (char *)src->storage->data + src->offset * fv_dtype_size(src->scalar_type), bytes);
+  fake_transfers++;
+  fake_uploads++;
+  fv_storage_retain(src->storage);
+  fake_flight[fake_flight_count++] = src->storage;
+  *data = p;
   return FV_OK;
 }
 
@@ -184,6 +252,9 @@ static const fv_backend fake_backend = {
     .fill = fake_fill,
     .to_host = fake_to_host,
     .from_host = fake_from_host,
+    .host_alloc = fake_host_alloc,
+    .host_free = fake_host_free,
+    .upload = fake_upload,
     .binary = fake_binary,
     .binary_scalar = fake_binary_scalar,
     .unary = fake_unary,

@@ -171,6 +171,74 @@ static void creation_and_errors(void) {
   fv_tensor_release(t);
 }
 
+/* Pinned memory and the asynchronous upload: fv_pin_memory's copy, is_pinned, the
+ * upload path of fv_to_device and fv_copy_ (the source retained until settled), the
+ * pinned loader's reuse rule, and the errors. */
+static void pinned_uploads(void) {
+  int64_t shape[2] = {2, 3};
+  double v[6] = {1, -2.5, 3, 0.25, 5, 6};
+  fv_tensor *t = from_values(2, shape, v, FV_FLOAT32), *p = NULL, *p2 = NULL, *g = NULL;
+  int64_t live0 = fv_live_bytes(), allocs0 = fake_pinned_allocs;
+  CHECK(!fv_tensor_is_pinned(t), "a plain tensor is not pinned");
+  CHECK(!fv_pin_memory(&p, t, FV_CUDA) && p != t && fv_tensor_is_pinned(p) && p->device_type == FV_CPU &&
+            p->scalar_type == FV_FLOAT32 && fv_tensor_is_contiguous(p),
+        "pin_memory gives a pinned contiguous cpu copy");
+  CHECK(fake_pinned_bytes == 24 && fake_pinned_allocs == allocs0 + 1, "one pinned block of 24 bytes (%lld)",
+        (long long)fake_pinned_bytes);
+  CHECK(fv_live_bytes() == live0 + 24, "pinned memory counts in the live bytes");
+  double got[6];
+  CHECK(p && !fv_copy_to_f64(p, got, 6) && same(got, v, 6), "same values");
+  CHECK(!fv_pin_memory(&p2, p, FV_CUDA) && p2 == p, "pinning a pinned tensor gives it back");
+  fv_tensor_release(p2);
+  /* upload: an immediate copy here, the source held until settled */
+  int64_t uploads = fake_uploads, transfers = fake_transfers;
+  int refs = p->storage->refcount;
+  CHECK(!fv_to_device(&g, p, FV_CUDA) && g->device_type == FV_CUDA, "a pinned tensor to cuda");
+  CHECK(fake_uploads == uploads + 1 && fake_transfers == transfers + 1, "by one upload");
+  CHECK(p->storage->refcount == refs + 1 && fake_flight_count == 1, "the source is held while in flight");
+  CHECK(g && !values(g, got, 6) && same(got, v, 6), "uploaded values");
+  fv_storage *held = p->storage;
+  fv_tensor_release(p); /* the caller lets go: the memory stays until the copy is done */
+  CHECK(fake_pinned_bytes == 24 && held->refcount == 1, "still alive while in flight");
+  fake_settle();
+  CHECK(fake_pinned_bytes == 0 && fake_flight_count == 0, "given back once settled (%lld)",
+        (long long)fake_pinned_bytes);
+  /* fv_copy_ into an existing device tensor, converting: uploaded, then the device's copy */
+  fv_tensor *q = NULL, *d = NULL;
+  CHECK(!fv_pin_memory(&q, t, FV_CUDA) && !fv_zeros(&d, 2, shape, FV_FLOAT64, FV_CUDA), "pinned source, device dst");
+  uploads = fake_uploads;
+  CHECK(!fv_copy_(d, q) && fake_uploads == uploads + 1, "copy_ from a pinned tensor uploads");
+  CHECK(!values(d, got, 6) && same(got, v, 6), "copied values");
+  /* a non-contiguous view of pinned memory takes the synchronous path */
+  fv_tensor *qt = NULL, *gt = NULL;
+  uploads = fake_uploads;
+  CHECK(!fv_transpose(&qt, q, 0, 1) && fv_tensor_is_pinned(qt) && !fv_to_device(&gt, qt, FV_CUDA) &&
+            fake_uploads == uploads,
+        "a strided pinned view is not uploaded");
+  double want_t[6] = {1, 0.25, -2.5, 5, 3, 6};
+  CHECK(gt && !values(gt, got, 6) && same(got, want_t, 6), "transposed values");
+  /* autograd through pin_memory and the upload */
+  fv_tensor *x = from_values(1, shape + 1, v, FV_FLOAT64), *xp = NULL, *xg = NULL, *y = NULL, *z = NULL;
+  x->needs_grad = 1;
+  CHECK(!fv_pin_memory(&xp, x, FV_CUDA) && xp->grad_fn && !fv_to_device(&xg, xp, FV_CUDA) && xg->grad_fn,
+        "pin_memory and the upload are recorded");
+  CHECK(!fv_binary_scalar(&y, FV_OP_MUL, xg, 3.0, 0) && !fv_reduce(&z, FV_OP_SUM, y, 0, 0, 1, 0),
+        "ops on the uploaded tensor");
+  CHECK(!fv_backward(z, NULL, 0) && x->gradient && !fv_copy_to_f64(x->gradient, got, 3) && got[0] == 3 &&
+            got[1] == 3 && got[2] == 3,
+        "the gradient reaches the cpu leaf");
+  /* errors */
+  CHECK(fv_pin_memory(&p2, g, FV_CUDA) == FV_ERR_DEVICE && strstr(fv_last_error(), "pin_memory: the float32 2x3") &&
+            strstr(fv_last_error(), "only cpu tensors can be pinned"),
+        "a device tensor cannot be pinned");
+  CHECK(fv_pin_memory(&p2, t, FV_CPU) == FV_ERR_DEVICE && strstr(fv_last_error(), "not for cpu"),
+        "pinned for the cpu is refused");
+  fake_settle();
+  fv_tensor *list[] = {t, g, q, d, qt, gt, x, xp, xg, y, z};
+  for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) fv_tensor_release(list[i]);
+  CHECK(fake_pinned_bytes == 0, "every pinned block given back (%lld)", (long long)fake_pinned_bytes);
+}
+
 int main(void) {
   if (fv_backend_register(&fake_backend)) {
     printf("cannot register the fake backend: %s\n", fv_last_error());
@@ -181,6 +249,8 @@ int main(void) {
   copies_across();
   autograd_through_moves();
   creation_and_errors();
+  pinned_uploads();
+  fake_settle();
   CHECK(fake_allocated == 0, "every device allocation freed (%lld bytes left)", (long long)fake_allocated);
   printf("%d checks, %d fail\n", g_checks, g_fail);
   return g_fail ? 1 : 0;

@@ -23,6 +23,17 @@
 -- files (named by a hash of the path, file size and time, and the steps' parameters),
 -- so later epochs skip decoding the originals. A failure in a worker (a missing or
 -- corrupt file) is raised from the iterator naming the file and ends the epoch.
+--
+-- opts.pin_memory (default false): batches (images and labels) come in page-locked
+-- ("pinned") host memory, so that moving them to the GPU (images:cuda(), train.fit) is an
+-- asynchronous copy that overlaps the GPU's work instead of a synchronous one (PyTorch's
+-- pin_memory). Needs CUDA (raises at creation otherwise); use it when training on a
+-- GPU: the recipes turn it on with --device cuda. The C path allocates the batches
+-- pinned (fv_loader_pin_memory), the Lua path pins each stacked batch (:pin_memory()).
+-- A pinned batch whose upload is still in flight is never reused by the loader.
+--
+-- Options: batch_size (4), shuffle (true), workers (2), prefetch (max(2, 2 * workers)),
+-- transform, seed (1), drop_last (false), cache_dir (none), pin_memory (false).
 local ffi = require 'ffi'
 local clib = require 'fovea.clib'
 local tensor = require 'fovea.tensor'
@@ -65,8 +76,16 @@ function M.Loader(source, opts)
     seed = opts.seed or 1,
     drop_last = opts.drop_last or false,
     cache_dir = opts.cache_dir,
+    pin_memory = opts.pin_memory and true or false,
     next_epoch = 1,
   }, Loader)
+  if self.pin_memory then
+    local cuda = require 'fovea.cuda'
+    if not cuda.available() then
+      raise('fovea: Loader: pin_memory needs CUDA (pinned memory is for copies to the GPU), and CUDA is not '
+        .. 'available: ' .. tostring(cuda.unavailable_reason()))
+    end
+  end
   local steps = self.transform:steps()
   if workers >= 1 and steps and dataset.path and dataset.decode_steps then
     self:open_c(steps)
@@ -98,6 +117,7 @@ function Loader:open_c(steps)
   check(C.fv_loader_new(out, n, cpaths, labels, #all, T.c_array(all), self.batch_size, self.workers, self.prefetch,
     self.cache_dir))
   self.handle = ffi.gc(out[0], C.fv_loader_free)
+  if self.pin_memory then check(C.fv_loader_pin_memory(self.handle, C.FV_CUDA)) end
   self.mode = 'c'
 end
 
@@ -178,7 +198,9 @@ local function lua_epoch(self, e, order)
       batch:select(1, k):copy_(x)
       labels[k], indices[k] = label, i
     end
-    return batch, tensor.tensor(labels, { dtype = 'int64' }), indices
+    local label_t = tensor.tensor(labels, { dtype = 'int64' })
+    if self.pin_memory then return batch:pin_memory(), label_t:pin_memory(), indices end
+    return batch, label_t, indices
   end
 end
 
@@ -211,8 +233,8 @@ function Loader:close()
 end
 
 function Loader:__tostring()
-  return ('fovea.data.Loader: %d items, batch %d, %s path%s'):format(self.dataset:size(), self.batch_size, self.mode,
-    self.mode == 'c' and (', ' .. self.workers .. ' workers') or '')
+  return ('fovea.data.Loader: %d items, batch %d, %s path%s%s'):format(self.dataset:size(), self.batch_size, self.mode,
+    self.mode == 'c' and (', ' .. self.workers .. ' workers') or '', self.pin_memory and ', pinned' or '')
 end
 
 return M
