@@ -65,7 +65,7 @@ $(BUILD)/cuda/%.o: cuda/%.cu cuda/common.cuh cuda/fovea_cuda.h core/fovea.h core
 	$(NVCC) $(NVCCFLAGS) $(BASE_NVCCFLAGS) -c $< -o $@
 
 $(CUDA_OBJECTS): cuda/nn_common.cuh
-$(BUILD)/cuda/allocator.o: cuda/block_pool.h
+$(BUILD)/cuda/allocator.o $(BUILD)/cuda/transfer.o: cuda/block_pool.h
 $(BUILD)/cuda/nn_nam_flash.o $(BUILD)/cuda/nn_nam_gemm.o $(BUILD)/cuda/nn_nam_mma.o: cuda/nam_tiles.cuh
 $(BUILD)/cuda/cudnn.o $(BUILD)/cuda/cudnn_plan.o: cuda/cudnn_plan.cuh
 $(BUILD)/cuda/cudnn.o $(BUILD)/cuda/cudnn_plan.o: BASE_NVCCFLAGS += -DFV_HAVE_CUDNN=$(if $(filter 1,$(CUDNN)),1,0)

@@ -41,18 +41,26 @@ print(('fovea on cuda (%d device(s)), NAM kernel %s, autocast %s; PyTorch throug
   fv.cuda.device_count(), os.getenv('FOVEA_NAM_KERNEL') or 'mma (default)', opts.autocast, opts.python))
 
 -- Median seconds of an Adam training step of models.build(spec) on the GPU for images x
--- and labels y, and the peak GPU memory it took (MiB).
+-- and labels y, the peak GPU memory it took (MiB), and the median milliseconds the host
+-- took to issue the step (until opt:step() returns, before the synchronization): near
+-- the step's time, the host is what limits it (launches, bookkeeping, waits inside the
+-- step); well under it, the GPU's kernels are.
 local function step_seconds(spec, x, y)
   fv.manual_seed(0)
   local model = models.build(spec):cuda()
   local opt = fv.optim.Adam(model, { lr = 2e-4 })
   fv.cuda.reset_peak()
+  local issue = {}
   local seconds = timed(function()
+    local start = fv.clock()
     opt:zero_grad()
     fv.F.cross_entropy(model(x), y):backward()
     opt:step()
+    issue[#issue + 1] = fv.clock() - start
   end)
-  return seconds, fv.cuda.memory_stats().peak / 2 ^ 20
+  local timed_issue = { unpack(issue, 3) } -- as median_time: the first two runs warm up
+  table.sort(timed_issue)
+  return seconds, fv.cuda.memory_stats().peak / 2 ^ 20, 1e3 * timed_issue[math.ceil(#timed_issue / 2)]
 end
 
 -- (batch) labels 2, 1, 2, 1, ... on the GPU
@@ -64,12 +72,14 @@ end
 
 for _, batch in ipairs { 4, 32 } do
   local x, y = fv.randn({ batch, 3, 386, 386 }, { device = 'cuda' }), labels(batch)
-  local seconds, peak = step_seconds({ name = 'dual', classes = 2 }, x, y)
-  print(('fovea  step size=386 batch=%d images_per_s=%.2f peak_mb=%.1f'):format(batch, batch / seconds, peak))
+  local seconds, peak, issue_ms = step_seconds({ name = 'dual', classes = 2 }, x, y)
+  print(('fovea  step size=386 batch=%d images_per_s=%.2f peak_mb=%.1f host_issue_ms=%.2f step_ms=%.2f'):format(
+    batch, batch / seconds, peak, issue_ms, 1e3 * seconds))
   print('torch  ' .. peer(('step 386 %d %d'):format(batch, opts.runs)))
   -- where the time goes: the same step without the NAM branch (fovea alone)
-  seconds = step_seconds({ name = 'dual', classes = 2, variant = 'baseline' }, x, y)
-  print(('fovea  step size=386 batch=%d variant=baseline images_per_s=%.2f'):format(batch, batch / seconds))
+  seconds, peak, issue_ms = step_seconds({ name = 'dual', classes = 2, variant = 'baseline' }, x, y)
+  print(('fovea  step size=386 batch=%d variant=baseline images_per_s=%.2f host_issue_ms=%.2f step_ms=%.2f'):format(
+    batch, batch / seconds, issue_ms, 1e3 * seconds))
 end
 -- the acceptance case: NAM at the stem (N = 193 x 193 = 37,249 positions) at batch 4
 do

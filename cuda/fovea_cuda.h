@@ -46,8 +46,8 @@ int fv_cuda_synchronize(void);
  * held until the copy has completed (checked at each upload and by fv_cuda_synchronize).
  * fv_cuda_pinned_stats: bytes of pinned blocks in use (rounded) and cached (free), blocks
  * handed out since the start (cached or new), uploads still held as in flight. Any
- * pointer may be NULL. fv_cuda_pinned_empty_cache gives the free blocks back
- * (cudaFreeHost). */
+ * pointer may be NULL. fv_cuda_pinned_empty_cache gives the wholly free segments of
+ * pinned memory back (cudaFreeHost). */
 int fv_cuda_pinned_stats(int64_t *in_use, int64_t *cached, int64_t *allocations, int64_t *in_flight);
 void fv_cuda_pinned_empty_cache(void);
 

@@ -163,12 +163,16 @@ step "gpu profile (gemm NAM)" env FOVEA_CUDA_PROFILE=1 FOVEA_NAM_KERNEL=gemm lua
 # ---- the spec again under memcheck, as far as its time limit allows ----
 # (LuaJIT's JIT off: with it on the process aborted at the sixth case; with it off at the
 # eighth, both times with no memcheck error reported: see cuda/README.md)
+# tools/abort_backtrace.c is preloaded: if the process aborts again, memcheck.txt shows
+# the native stack at the abort.
 if command -v compute-sanitizer >/dev/null 2>&1; then
+  trace_lib=$(mktemp -d)/abort_backtrace.so
+  gcc -shared -fPIC -O1 -g -o "$trace_lib" tools/abort_backtrace.c >>"$out/build.log" 2>&1 || trace_lib=
   limit=${FOVEA_MEMCHECK_TIMEOUT:-60} step "gpu spec under memcheck" env FOVEA_NO_ALLOC_CACHE=1 \
-    compute-sanitizer --tool memcheck --error-exitcode 3 \
+    ${trace_lib:+LD_PRELOAD="$trace_lib"} compute-sanitizer --tool memcheck --error-exitcode 3 \
     --show-backtrace host --print-limit 20 \
     luajit -joff "$busted_bin" --tags=gpu --output=TAP spec/cuda_spec.lua >"$out/memcheck.txt" 2>&1
-  grep -E 'ERROR SUMMARY|^(not )?ok ' "$out/memcheck.txt" | tail -n 3 | sed 's/^/  memcheck: /' | tee -a "$summary"
+  grep -E 'ERROR SUMMARY|^(not )?ok |abort_backtrace' "$out/memcheck.txt" | tail -n 4 | sed 's/^/  memcheck: /' | tee -a "$summary"
 else
   echo "gpu spec under memcheck      skipped (no compute-sanitizer)" | tee -a "$summary"
 fi

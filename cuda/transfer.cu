@@ -2,13 +2,14 @@
  * pin_memory and non_blocking copies on a side stream.
  *
  * Pinned memory (the backend's host_alloc and host_free; fv_pin_memory, the loader's
- * pin_memory). cudaHostAlloc is slow (it maps and locks pages), so freed blocks are kept
- * for reuse: sizes are rounded (under 1 MiB to a multiple of 4 KiB, above to one of four
- * classes per power of two) and each rounded size has a free list, as allocator.cu does
- * for device memory; the rounding depends on the byte size alone, which host_free is
- * given. On cudaErrorMemoryAllocation the free blocks go back (cudaFreeHost) and the
- * allocation is tried once more. FOVEA_NO_ALLOC_CACHE=1 turns the cache off. Both entries
- * run on any thread (the loader's workers allocate pinned batches): one lock.
+ * pin_memory). cudaHostAlloc is slow (it maps and locks pages), so pinned memory is kept
+ * by a block pool (cuda/block_pool.c, the device allocator's bookkeeping): segments from
+ * cudaHostAlloc, blocks carved from them by best fit, split and merged, with PyTorch's
+ * sizes. A pinned block needs no event before reuse: it is freed only when its storage's
+ * last reference goes, and an upload holds one until its copy has completed (below). When
+ * cudaHostAlloc fails, the wholly free segments go back (cudaFreeHost) and the allocation
+ * is tried once more. FOVEA_NO_ALLOC_CACHE=1 turns the cache off. Both entries run on any
+ * thread (the loader's workers allocate pinned batches): one lock.
  *
  * Uploads (the backend's upload; fv_to_device and fv_copy_ of a contiguous pinned cpu
  * tensor). The compute stream is the legacy default stream (fv_cuda_stream), which would
@@ -37,69 +38,52 @@
 #include <mutex>
 
 #include "common.cuh"
+extern "C" {
+#include "block_pool.h"
+}
 
 namespace {
 
-/* ---- the pinned block cache ---- */
+/* ---- the pinned block pool ---- */
 
-enum {
-  SMALL_LIMIT = 1 << 20,
-  SMALL_ROUND = 4096,
-  SMALL_CLASSES = SMALL_LIMIT / SMALL_ROUND + 1,
-  LARGE_CLASSES = 4 * 64
-};
-
-struct host_block {
-  void *ptr;
-  size_t size; /* rounded */
-  host_block *next;
+/* The segment callbacks' context: the last cudaHostAlloc's outcome, for the error message. */
+struct host_segment_request {
+  cudaError_t error;
+  size_t bytes;
 };
 
 std::mutex host_lock;
-host_block *small_lists[SMALL_CLASSES];
-host_block *large_lists[LARGE_CLASSES];
-int64_t in_use_bytes, cached_bytes, allocations;
-int cache_off = -1; /* read from the environment on first use */
+fv_block_pool *host_pool; /* made on first use, under host_lock */
+host_segment_request last_host_segment;
+int64_t allocations;
 
-/* The free list for bytes and the rounded size its blocks have (NULL: not cached). */
-host_block **list_for(size_t bytes, size_t *rounded) {
-  if (bytes == 0) bytes = 1;
-  if (bytes < SMALL_LIMIT) {
-    size_t r = (bytes + SMALL_ROUND - 1) / SMALL_ROUND * SMALL_ROUND;
-    *rounded = r;
-    return &small_lists[r / SMALL_ROUND];
+void *host_segment_alloc(size_t bytes, void *context) {
+  host_segment_request *request = (host_segment_request *)context;
+  void *p = NULL;
+  request->bytes = bytes;
+  request->error = cudaHostAlloc(&p, bytes, cudaHostAllocDefault);
+  if (request->error != cudaSuccess) {
+    (void)cudaGetLastError();
+    return NULL;
   }
-  int k = 63 - __builtin_clzll((unsigned long long)bytes);
-  size_t base = (size_t)1 << k;
-  for (int j = 0; j <= 4; j++) {
-    size_t size = base + (base / 4) * (size_t)j;
-    if (size >= bytes) {
-      if (j == 4) {
-        *rounded = k + 1 < 64 ? (size_t)1 << (k + 1) : bytes;
-        return k + 1 < 64 ? &large_lists[4 * (k + 1)] : NULL;
-      }
-      *rounded = size;
-      return &large_lists[4 * k + j];
-    }
-  }
-  *rounded = bytes;
-  return NULL;
+  return p;
 }
 
-/* Under host_lock: every free block, off the lists. */
-host_block *take_cache_locked(void) {
-  host_block *all = NULL;
-  host_block **lists[2] = {small_lists, large_lists};
-  int counts[2] = {SMALL_CLASSES, LARGE_CLASSES};
-  for (int l = 0; l < 2; l++)
-    for (int c = 0; c < counts[l]; c++)
-      while (lists[l][c]) {
-        host_block *b = lists[l][c];
-        lists[l][c] = b->next;
-        b->next = all;
-        all = b;
-      }
-  return all;
+void host_segment_free(void *segment, size_t bytes, void *context) {
+  (void)bytes;
+  (void)context;
+  (void)cudaFreeHost(segment); /* errors at exit (runtime unloading) are of no use to anyone */
+  (void)cudaGetLastError();
+}
+
+/* Under host_lock: the pool, made on first use (NULL when host memory runs out). */
+fv_block_pool *host_pool_locked(void) {
+  if (host_pool) return host_pool;
+  const char *off = getenv("FOVEA_NO_ALLOC_CACHE");
+  fv_block_pool_config config = {host_segment_alloc, host_segment_free, &last_host_segment,
+                                 !(off && strcmp(off, "0") != 0)};
+  host_pool = fv_block_pool_new(&config);
+  return host_pool;
 }
 
 /* ---- uploads in flight ---- */
@@ -213,84 +197,54 @@ struct drain_at_exit {
 }  // namespace
 
 extern "C" void fv_cuda_pinned_empty_cache(void) {
-  host_block *all;
-  {
-    std::lock_guard<std::mutex> guard(host_lock);
-    all = take_cache_locked();
-  }
-  while (all) {
-    host_block *b = all;
-    all = b->next;
-    (void)cudaFreeHost(b->ptr);
-    {
-      std::lock_guard<std::mutex> guard(host_lock);
-      cached_bytes -= (int64_t)b->size;
-    }
-    free(b);
-  }
-  (void)cudaGetLastError();
+  std::lock_guard<std::mutex> guard(host_lock);
+  if (host_pool) fv_block_pool_release_free_segments(host_pool);
 }
 
 extern "C" void *fv_cuda_host_alloc(size_t bytes) {
-  size_t rounded;
-  host_block **list = list_for(bytes, &rounded);
-  {
-    std::lock_guard<std::mutex> guard(host_lock);
-    if (cache_off < 0) {
-      const char *off = getenv("FOVEA_NO_ALLOC_CACHE");
-      cache_off = off && strcmp(off, "0") != 0;
-    }
-    if (list && *list) {
-      host_block *b = *list;
-      *list = b->next;
-      void *p = b->ptr;
-      free(b);
-      cached_bytes -= (int64_t)rounded;
-      in_use_bytes += (int64_t)rounded;
-      allocations++;
-      return p;
-    }
-  }
-  void *p = NULL;
-  cudaError_t err = cudaHostAlloc(&p, rounded, cudaHostAllocDefault);
-  if (err == cudaErrorMemoryAllocation) { /* give the free blocks back and try once more */
-    (void)cudaGetLastError();
-    fv_cuda_pinned_empty_cache();
-    err = cudaHostAlloc(&p, rounded, cudaHostAllocDefault);
-  }
-  if (err != cudaSuccess) {
-    char call[64];
-    snprintf(call, sizeof call, "cudaHostAlloc(%zu bytes)", rounded);
-    fv_cuda_fail(err, "pin_memory", call, __FILE__, __LINE__);
+  std::lock_guard<std::mutex> guard(host_lock);
+  fv_block_pool *pool = host_pool_locked();
+  if (!pool) {
+    fv_fail(FV_ERR_MEMORY, "pin_memory: out of host memory for the pinned pool's bookkeeping");
     return NULL;
   }
-  std::lock_guard<std::mutex> guard(host_lock);
-  in_use_bytes += (int64_t)rounded;
-  allocations++;
-  return p;
+  void *p = NULL;
+  fv_block_pool_result result = fv_block_pool_alloc(pool, bytes, &p);
+  if (result == FV_BLOCK_POOL_NO_SEGMENT && last_host_segment.error == cudaErrorMemoryAllocation) {
+    fv_block_pool_release_free_segments(pool); /* give the free segments back, try once more */
+    result = fv_block_pool_alloc(pool, bytes, &p);
+  }
+  switch (result) {
+    case FV_BLOCK_POOL_OK:
+      allocations++;
+      return p;
+    case FV_BLOCK_POOL_NO_SEGMENT: {
+      char call[64];
+      snprintf(call, sizeof call, "cudaHostAlloc(%zu bytes)", last_host_segment.bytes);
+      fv_cuda_fail(last_host_segment.error, "pin_memory", call, __FILE__, __LINE__);
+      return NULL;
+    }
+    case FV_BLOCK_POOL_TOO_LARGE:
+      fv_fail(FV_ERR_MEMORY, "pin_memory: %zu bytes is too large to allocate", bytes);
+      return NULL;
+    case FV_BLOCK_POOL_NO_HOST_MEMORY:
+      fv_fail(FV_ERR_MEMORY, "pin_memory: out of host memory for the pinned pool's bookkeeping");
+      return NULL;
+  }
+  return NULL;
 }
 
 extern "C" void fv_cuda_host_free(void *ptr, size_t bytes) {
   if (!ptr) return;
-  size_t rounded;
-  host_block **list = list_for(bytes, &rounded);
-  {
-    std::lock_guard<std::mutex> guard(host_lock);
-    in_use_bytes -= (int64_t)rounded;
-    if (list && cache_off == 0) {
-      host_block *b = (host_block *)malloc(sizeof *b);
-      if (b) {
-        b->ptr = ptr;
-        b->size = rounded;
-        b->next = *list;
-        *list = b;
-        cached_bytes += (int64_t)rounded;
-        return;
-      }
-    }
+  std::lock_guard<std::mutex> guard(host_lock);
+  fv_block_info info;
+  if (!host_pool || !fv_block_pool_lookup(host_pool, ptr, &info)) {
+    fv_fail(FV_ERR_INTERNAL, "pin_memory: free of %p, which is no pinned block in use", ptr);
+    return;
   }
-  (void)cudaFreeHost(ptr); /* uncached */
-  (void)cudaGetLastError();
+  if (info.requested != bytes)
+    fv_fail(FV_ERR_INTERNAL, "pin_memory: free of %zu bytes at %p, allocated as %zu", bytes, ptr, info.requested);
+  fv_block_pool_free(host_pool, ptr);
 }
 
 extern "C" int fv_cuda_upload(void **data, const fv_tensor *src, size_t bytes) {
@@ -335,8 +289,10 @@ extern "C" int fv_cuda_uploads_settle(void) {
 extern "C" int fv_cuda_pinned_stats(int64_t *in_use, int64_t *cached, int64_t *allocs, int64_t *in_flight) {
   {
     std::lock_guard<std::mutex> guard(host_lock);
-    if (in_use) *in_use = in_use_bytes;
-    if (cached) *cached = cached_bytes;
+    fv_block_pool_stats st = {};
+    if (host_pool) st = fv_block_pool_get_stats(host_pool);
+    if (in_use) *in_use = st.allocated_bytes;
+    if (cached) *cached = st.cached_bytes;
     if (allocs) *allocs = allocations;
   }
   std::lock_guard<std::mutex> guard(flight_lock);
