@@ -62,6 +62,24 @@ end
 
 local specials = { 0, -0.0, 1, -1, 2.5, -3.25, 1e-3, 1e3, 0 / 0, math.huge, -math.huge, 0.5 }
 
+-- A loader for train.fit over the two batches of 4 rows of x and y (rows 1-4, 5-8);
+-- wrap(x, y), when given, makes each batch's tensors from the narrowed views.
+local function two_batches(x, y, wrap)
+  local loader = {}
+  function loader:batches() return 2 end
+  function loader:epoch()
+    local b = 0
+    return function()
+      b = b + 1
+      if b > 2 then return nil end
+      local xb, yb = x:narrow(1, 4 * b - 3, 4), y:narrow(1, 4 * b - 3, 4)
+      if wrap then return wrap(xb, yb) end
+      return xb, yb
+    end
+  end
+  return loader
+end
+
 local function sample(shape, opts)
   opts = opts or {}
   local x = fv.randn(shape, { seed = opts.seed or 7, dtype = opts.dtype })
@@ -734,16 +752,7 @@ describe('cuda #gpu', function()
     local net = fv.nn.Sequential(fv.nn.Linear(6, 2)):cuda()
     local x = sample({ 8, 6 }, { seed = 40 })
     local y = fv.tensor({ 1, 2, 1, 2, 1, 2, 1, 2 }, { dtype = 'int64' })
-    local loader = {}
-    function loader:batches() return 2 end
-    function loader:epoch()
-      local b = 0
-      return function()
-        b = b + 1
-        if b > 2 then return nil end
-        return x:narrow(1, 4 * b - 3, 4), y:narrow(1, 4 * b - 3, 4)
-      end
-    end
+    local loader = two_batches(x, y)
     local dir = helpers.tmpdir()
     local ok, result = pcall(fv.train.fit, { model = net, optimizer = fv.optim.Adam(net, { lr = 0.01 }),
       train = loader, epochs = 2, out_dir = dir, quiet = true, autocast = 'bf16' })
@@ -1022,19 +1031,11 @@ describe('cuda #gpu', function()
     local xs = fv.randn({ 8, 4 }, { seed = 50, dtype = 'float64' })
     local ys = fv.tensor({ 1, 2, 3, 1, 2, 3, 1, 2 }, { dtype = 'int64' })
     local function make_loader(pin)
-      local loader = {}
-      function loader:batches() return 2 end
-      function loader:epoch()
-        local b = 0
-        return function()
-          b = b + 1
-          if b > 2 then return nil end
-          local x, y = xs:narrow(1, 4 * b - 3, 4):contiguous(), ys:narrow(1, 4 * b - 3, 4):contiguous()
-          if pin then return x:pin_memory(), y:pin_memory() end
-          return x, y
-        end
-      end
-      return loader
+      return two_batches(xs, ys, function(x, y)
+        x, y = x:contiguous(), y:contiguous()
+        if pin then return x:pin_memory(), y:pin_memory() end
+        return x, y
+      end)
     end
     local function run(device, nan_at)
       fv.manual_seed(7)
