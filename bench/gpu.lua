@@ -2,8 +2,9 @@
 -- (bench/gpu_torch.py): the dual-branch ResNet18 training step at 386x386 with batch 4
 -- and 32 (images per second, peak GPU memory), and fused NAM forward + backward against
 -- PyTorch's scaled_dot_product_attention at N = 9,409 (97x97) and 37,249 (193x193).
--- Also, fovea alone: the step without the NAM branch (where the time goes) and the
--- dual model with NAM at the stem (N = 37,249) at batch 4.
+-- Also, fovea alone: the step without the NAM branch (where the time goes), the step
+-- at batch 32 with its images sent from the cpu each time (pageable against pinned
+-- memory), and the dual model with NAM at the stem (N = 37,249) at batch 4.
 -- Needs a GPU and the CUDA backend (make cuda); cuda/gpu_check.sh runs it.
 --   luajit bench/gpu.lua [--runs 5] [--python python3] [--autocast none]
 --   --python none: fovea alone; --autocast bf16: both under bf16 autocast (fovea's
@@ -80,6 +81,30 @@ for _, batch in ipairs { 4, 32 } do
   seconds, peak, issue_ms = step_seconds({ name = 'dual', classes = 2, variant = 'baseline' }, x, y)
   print(('fovea  step size=386 batch=%d variant=baseline images_per_s=%.2f host_issue_ms=%.2f step_ms=%.2f'):format(
     batch, batch / seconds, issue_ms, 1e3 * seconds))
+end
+-- the images sent from the cpu for each step, as train.fit does: batch i + 1 is sent once
+-- step i is queued, then the steps run on without waiting for the GPU in between; from
+-- pageable memory (a synchronous copy, which waits for the GPU) and from pinned memory
+-- (Loader{pin_memory = true}: an asynchronous copy on the copy stream that overlaps
+-- step i's kernels). Median of runs of 4 steps each.
+do
+  local batch, steps = 32, 4
+  local host, y = fv.randn({ batch, 3, 386, 386 }), labels(batch)
+  for _, case in ipairs { { 'pageable', host }, { 'pinned', host:pin_memory() } } do
+    fv.manual_seed(0)
+    local model = models.build({ name = 'dual', classes = 2 }):cuda()
+    local opt = fv.optim.Adam(model, { lr = 2e-4 })
+    local seconds = timed(function()
+      local x = case[2]:cuda()
+      for _ = 1, steps do
+        opt:zero_grad()
+        fv.F.cross_entropy(model(x), y):backward()
+        opt:step()
+        x = case[2]:cuda() -- the next batch, on its way while this step runs
+      end
+    end) / steps
+    print(('fovea  step size=386 batch=%d upload=%s images_per_s=%.2f'):format(batch, case[1], batch / seconds))
+  end
 end
 -- the acceptance case: NAM at the stem (N = 193 x 193 = 37,249 positions) at batch 4
 do

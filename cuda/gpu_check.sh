@@ -145,13 +145,13 @@ grep -E '^(fovea|torch) ' "$out/bench.txt" | sed 's/^/  bench: /' | tee -a "$sum
 # fovea alone with NAM through cuBLAS instead of the fused mma.sync kernel, for comparison
 step "gpu bench (gemm NAM)" env FOVEA_NAM_KERNEL=gemm luajit bench/gpu.lua --runs "${FOVEA_BENCH_RUNS:-3}" \
   --python none >>"$out/bench.txt" 2>&1
-grep -E '^fovea ' "$out/bench.txt" | tail -n 7 | sed 's/^/  bench (gemm): /' | tee -a "$summary"
+grep -E '^fovea ' "$out/bench.txt" | tail -n 9 | sed 's/^/  bench (gemm): /' | tee -a "$summary"
 
 # both under bf16 autocast (fovea's set_autocast, PyTorch's torch.autocast)
 { echo; echo "== --autocast bf16"; } >>"$out/bench.txt"
 step "gpu bench (bf16 autocast)" luajit bench/gpu.lua --runs "${FOVEA_BENCH_RUNS:-3}" --autocast bf16 \
   --python "${PYTHON:-python3}" >>"$out/bench.txt" 2>&1
-grep -E '^(fovea|torch) ' "$out/bench.txt" | tail -n 11 | sed 's/^/  bench (bf16): /' | tee -a "$summary"
+grep -E '^(fovea|torch) ' "$out/bench.txt" | tail -n 13 | sed 's/^/  bench (bf16): /' | tee -a "$summary"
 
 # ---- where a training step's time goes: every backend call timed (FOVEA_CUDA_PROFILE) ----
 step "gpu profile" env FOVEA_CUDA_PROFILE=1 luajit bench/gpu_profile.lua >"$out/profile.txt" 2>&1

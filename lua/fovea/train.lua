@@ -82,6 +82,8 @@ local function to_device(t, device)
 end
 
 -- Probabilities (N, K) as Lua rows, and labels, of a model over a loader, in eval mode.
+-- The next batch is fetched and moved to the model's device before a batch's results are
+-- read, so on a GPU its copy and the loader's work overlap the batch's kernels.
 function M.evaluate(model, loader, opts)
   opts = opts or {}
   local was_training = model.training
@@ -89,17 +91,29 @@ function M.evaluate(model, loader, opts)
   local labels, probs, loss_sum, count = {}, {}, 0, 0
   local device = model_device(model)
   tensor.no_grad(function()
-    for images, batch_labels in loader:epoch(opts.epoch or 1) do
-      local logits = model(to_device(images, device))
+    local f, s, var = loader:epoch(opts.epoch or 1)
+    -- The next batch, moved to the model's device, or nil at the end.
+    local function fetch()
+      local images, batch_labels = f(s, var)
+      var = images
+      if images == nil then return nil end
+      return { images = to_device(images, device), labels = to_device(batch_labels, device), truth = batch_labels }
+    end
+    local current = fetch()
+    while current do
+      local logits = model(current.images)
+      local loss = F.cross_entropy(logits, current.labels, { reduction = 'sum' })
+      local p = F.softmax(logits, 2)
+      local following = fetch() -- on its way while this batch runs on the device
       local n = logits:size(1)
-      loss_sum = loss_sum + F.cross_entropy(logits, to_device(batch_labels, device), { reduction = 'sum' }):item()
+      loss_sum = loss_sum + loss:item()
       count = count + n
-      local p = F.softmax(logits, 2):totable()
-      local l = batch_labels:totable()
+      local pt, l = p:totable(), current.truth:totable()
       for i = 1, n do
         labels[#labels + 1] = l[i]
-        probs[#probs + 1] = p[i]
+        probs[#probs + 1] = pt[i]
       end
+      current = following
     end
   end)
   model:train(was_training)
