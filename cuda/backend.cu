@@ -119,7 +119,7 @@ extern "C" int fv_cuda_init(void) {
   if (n == 0) return fv_fail(FV_ERR_DEVICE, "cuda: no usable GPU: cudaGetDeviceCount found no CUDA device");
   FV_CUDA_TRY("cuda init", cudaSetDevice(0));
   FV_CUDA_TRY("cuda init", cudaFree(0)); /* creates the context now, so that a broken driver shows here */
-  (void)fv_cuda_cudnn_check(); /* a cuDNN major-version mismatch is kept and reported by conv2d, not here */
+  (void)fv_cuda_cudnn_check(); /* a cuDNN version mismatch is printed here; a major one is reported by conv2d */
   fill_table();
   FV_TRY(fv_cuda_profile_install(&table)); /* FOVEA_CUDA_PROFILE: timing wrappers (profile.cu) */
   FV_TRY(fv_backend_register(&table));

@@ -40,8 +40,9 @@
  * same way, then replaced by the heuristic fallback. Single-threaded, as the backend is.
  * The library's version (cudnnGetVersion) is compared with the headers' CUDNN_VERSION
  * once (check_version, through cudnn.cu's fv_cuda_cudnn_check, called by fv_cuda_init); a
- * different major version is reported with both numbers by every conv2d call instead of
- * running it.
+ * different major version is printed with both numbers at load (stderr) and reported by
+ * every conv2d call instead of running it; a library older than the headers (same
+ * major) is printed as a warning at load.
  *
  * Built only with cuDNN (the Makefile defines FV_HAVE_CUDNN for this file and cudnn.cu);
  * without it the file is empty and cudnn.cu's stubs answer.
@@ -70,10 +71,17 @@ int check_version(void) {
   if (version_checked) return version_error[0] ? FV_ERR_DEVICE : FV_OK;
   version_checked = 1;
   size_t have = cudnnGetVersion();
-  if (have / 10000 != (size_t)CUDNN_VERSION / 10000)
+  if (have / 10000 != (size_t)CUDNN_VERSION / 10000) {
     snprintf(version_error, sizeof version_error,
              "cuDNN library version %zu does not match the headers' version %d (major %zu vs %d)", have,
              (int)CUDNN_VERSION, have / 10000, (int)CUDNN_VERSION / 10000);
+    fprintf(stderr, "fovea cuda: %s; conv2d on cuda will fail until the two agree\n", version_error);
+  } else if (have < (size_t)CUDNN_VERSION) { /* cuDNN keeps compatibility with older builds only */
+    fprintf(stderr,
+            "fovea cuda: warning: the cuDNN library (version %zu) is older than the headers fovea was built "
+            "with (version %d); cuDNN guarantees only newer libraries of the same major version\n",
+            have, (int)CUDNN_VERSION);
+  }
   return version_error[0] ? FV_ERR_DEVICE : FV_OK;
 }
 
