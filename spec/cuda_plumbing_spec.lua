@@ -5,7 +5,8 @@
 -- the cuda device). That checks the loading, device moves, cross-device copies, module
 -- moves, statistics and error paths, the optimizers' dispatch to the device's table,
 -- train.fit moving batches to the model's device (a short run on 'cuda' that must equal
--- the cpu's bit for bit), pinned memory and uploads (the stand-in holds an upload's source
+-- the cpu's bit for bit), the main job and predict/gradcam with --device cuda (equal to
+-- the cpu's, the timing aside), pinned memory and uploads (the stand-in holds an upload's source
 -- as the real backend does), and the GPU spec itself; the CUDA kernels are
 -- checked only on a GPU (cuda/gpu_check.sh).
 local helpers = require 'spec.helpers'
@@ -158,6 +159,48 @@ describe('cuda plumbing (stand-in backend)', function()
     os.remove(path)
     assert.are.equal(0, status, out)
     assert.matches('cpu: cpu/cpu cpu/cpu\ncuda: cuda/cuda cuda/cuda\nsame', out)
+  end)
+
+  it('runs the main job with --device cuda as on the cpu, resumes it, and predicts and draws Grad-CAM on cuda',
+    function()
+    assert(built, 'make fake-cuda failed:\n' .. tostring(log))
+    -- the stand-in's kernels are the CPU's, so everything but the timing must be the same:
+    -- this checks the recipes' cuda path (pinned loader, train.fit's prefetching and late
+    -- loss reads, evaluation, checkpoints on 'cuda', Grad-CAM) end to end
+    local dir = os.tmpname()
+    os.remove(dir)
+    local luajit = os.getenv('LUAJIT') or 'luajit'
+    local tiny = ('--synthetic_n 24 --size 48 --epochs 2 --gradcam 1 --workers 1 --cache %s/cache'):format(dir)
+    local function job(device, extra)
+      return run(('FOVEA_CUDA_LIB=%s %s recipes/messidor.lua --device %s %s --out %s/%s %s'):format(lib, luajit, device,
+        tiny, dir, device, extra or ''))
+    end
+    -- log.csv without its last column (seconds)
+    local function log_rows(device)
+      local rows = {}
+      for line in io.lines(('%s/%s/run-1/log.csv'):format(dir, device)) do rows[#rows + 1] = line:gsub(',[^,]*$', '') end
+      return rows
+    end
+    local status, out = job('cpu')
+    assert(status == 0, out)
+    status, out = job('cuda')
+    assert(status == 0, out)
+    assert.are.same(log_rows('cpu'), log_rows('cuda'))
+    assert.are.equal(helpers.read(dir .. '/cpu/results.csv'), helpers.read(dir .. '/cuda/results.csv'))
+    status, out = job('cuda', '--resume')
+    assert(status == 0, out)
+    local images, ckpt = dir .. '/cache/synthetic-24-48-1/images', dir .. '/cuda/run-1/best.safetensors'
+    for _, device in ipairs { 'cpu', 'cuda' } do
+      status, out = run(('FOVEA_CUDA_LIB=%s %s recipes/predict.lua --device %s --checkpoint %s --images %s --out %s/%s.csv')
+        :format(lib, luajit, device, ckpt, images, dir, device))
+      assert(status == 0, out)
+    end
+    assert.are.equal(helpers.read(dir .. '/cpu.csv'), helpers.read(dir .. '/cuda.csv'))
+    status, out = run(('FOVEA_CUDA_LIB=%s %s recipes/gradcam.lua --device cuda --a %s --images %s --limit 1 --out %s/gc')
+      :format(lib, luajit, ckpt, images, dir))
+    assert(status == 0, out)
+    assert.is_true(helpers.exists(dir .. '/gc/001.png'))
+    os.execute('rm -rf ' .. dir)
   end)
 
   it('reports a failing fv_cuda_init as unavailable, with its message', function()

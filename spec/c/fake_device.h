@@ -47,10 +47,10 @@ static fv_tensor fake_cpu(const fv_tensor *t) {
   return c;
 }
 
-static int fake_supports(int op, int dtype) {
-  if (op >= FV_OP_CONV2D) return 0; /* no nn kernels, as on the real CUDA backend so far */
-  return fv_cpu_backend.supports(op, dtype);
-}
+/* An op the stand-in refuses (-1: none), set by a test to see the "not implemented" path. */
+static int fake_refused_op = -1;
+
+static int fake_supports(int op, int dtype) { return op != fake_refused_op && fv_cpu_backend.supports(op, dtype); }
 
 static int fake_copy(fv_tensor *dst, const fv_tensor *src) {
   if (dst->device_type != FV_CUDA || src->device_type != FV_CUDA) abort();
@@ -175,8 +175,28 @@ static int fake_random(int op, fv_tensor *out, uint64_t seed, uint64_t offset) {
   return fv_cpu_backend.random(op, &o, seed, offset);
 }
 
-static int fake_nn(const fv_nn_call *call) {
-  return fv_fail(FV_ERR_DEVICE, "%s: not implemented on cuda yet", fv_op_name(call->op));
+/* The call with cpu headers of its tensors (over the same memory), for the CPU's nn
+ * kernels; headers (10) receives them. */
+static fv_nn_call fake_nn_call(const fv_nn_call *call, fv_tensor *headers) {
+  fv_nn_call c = *call;
+  for (int i = 0; i < 10; i++)
+    if (call->t[i]) {
+      headers[i] = fake_cpu(call->t[i]);
+      c.t[i] = &headers[i];
+    }
+  return c;
+}
+
+static int fake_nn_forward(const fv_nn_call *call) {
+  fv_tensor headers[10];
+  fv_nn_call c = fake_nn_call(call, headers);
+  return fv_cpu_backend.nn_forward(&c);
+}
+
+static int fake_nn_backward(const fv_nn_call *call) {
+  fv_tensor headers[10];
+  fv_nn_call c = fake_nn_call(call, headers);
+  return fv_cpu_backend.nn_backward(&c);
 }
 
 /* The optimizer steps: the CPU's kernels on cpu headers of every tensor involved (the
@@ -261,8 +281,8 @@ static const fv_backend fake_backend = {
     .reduce = fake_reduce,
     .matmul = fake_matmul,
     .random = fake_random,
-    .nn_forward = fake_nn,
-    .nn_backward = fake_nn,
+    .nn_forward = fake_nn_forward,
+    .nn_backward = fake_nn_backward,
     .adam_step = fake_adam_step,
     .sgd_step = fake_sgd_step,
     .grad_norm_part = fake_grad_norm_part,

@@ -155,9 +155,14 @@ static void creation_and_errors(void) {
   int64_t s4[4] = {1, 1, 4, 4}, sw[4] = {1, 1, 3, 3};
   fv_tensor *w;
   CHECK(!fv_zeros(&x, 4, s4, FV_FLOAT32, FV_CUDA) && !fv_zeros(&w, 4, sw, FV_FLOAT32, FV_CUDA), "device inputs");
+  fake_refused_op = FV_OP_CONV2D;
   int status = fv_conv2d(&out, x, w, NULL, 1, 1, 0, 0, 1, 1, 1);
   CHECK(status == FV_ERR_DEVICE && strstr(fv_last_error(), "not implemented on cuda yet"),
         "an op the backend lacks says so (status %d)", status);
+  fake_refused_op = -1;
+  CHECK(!fv_conv2d(&out, x, w, NULL, 1, 1, 0, 0, 1, 1, 1) && out->device_type == FV_CUDA && out->sizes[2] == 2,
+        "the stand-in's nn kernels (the CPU's) run on device tensors");
+  fv_tensor_release(out);
   fv_tensor_release(x);
   fv_tensor_release(w);
   int64_t huge[1] = {(int64_t)1 << 40};
