@@ -39,9 +39,10 @@ CUDA_OBJECTS = $(CUDA_SOURCES:%.cu=$(BUILD)/%.o)
 CUDA_C_SOURCES = $(wildcard cuda/*.c)
 CUDA_C_OBJECTS = $(CUDA_C_SOURCES:%.c=$(BUILD)/%.o)
 CUDA_LIB  = $(BUILD)/libfovea_cuda.so
-# cuDNN (conv2d on the GPU; cuda/cudnn.cu and cuda/cudnn_plan.cu only): used when its
-# header and library are in CUDA_HOME (CUDNN=0 to leave it out); without it conv2d on cuda
-# says "not implemented".
+# cuDNN (conv2d on the GPU, and batch norm with FOVEA_BATCH_NORM_KERNEL=cudnn; cuda/cudnn.cu,
+# cuda/cudnn_plan.cu and cuda/cudnn_batch_norm.cu only): used when its header and library
+# are in CUDA_HOME (CUDNN=0 to leave it out); without it conv2d on cuda says "not
+# implemented" and FOVEA_BATCH_NORM_KERNEL=cudnn is an error.
 CUDNN     ?= $(if $(and $(wildcard $(CUDA_HOME)/include/cudnn.h),$(wildcard $(CUDA_HOME)/lib64/libcudnn.so)),1,0)
 
 .PHONY: all lib cuda fake-cuda test ctest sanitize repl demo deps install uninstall clean help
@@ -67,8 +68,8 @@ $(BUILD)/cuda/%.o: cuda/%.cu cuda/common.cuh cuda/fovea_cuda.h core/fovea.h core
 $(CUDA_OBJECTS): cuda/nn_common.cuh
 $(BUILD)/cuda/allocator.o $(BUILD)/cuda/transfer.o: cuda/block_pool.h
 $(BUILD)/cuda/nn_nam_flash.o $(BUILD)/cuda/nn_nam_gemm.o $(BUILD)/cuda/nn_nam_mma.o: cuda/nam_tiles.cuh
-$(BUILD)/cuda/cudnn.o $(BUILD)/cuda/cudnn_plan.o: cuda/cudnn_plan.cuh
-$(BUILD)/cuda/cudnn.o $(BUILD)/cuda/cudnn_plan.o: BASE_NVCCFLAGS += -DFV_HAVE_CUDNN=$(if $(filter 1,$(CUDNN)),1,0)
+$(BUILD)/cuda/cudnn.o $(BUILD)/cuda/cudnn_plan.o $(BUILD)/cuda/cudnn_batch_norm.o: cuda/cudnn_plan.cuh
+$(BUILD)/cuda/cudnn.o $(BUILD)/cuda/cudnn_plan.o $(BUILD)/cuda/cudnn_batch_norm.o: BASE_NVCCFLAGS += -DFV_HAVE_CUDNN=$(if $(filter 1,$(CUDNN)),1,0)
 
 $(CUDA_C_OBJECTS): $(BUILD)/cuda/%.o: cuda/%.c cuda/%.h
 	@mkdir -p $(dir $@)

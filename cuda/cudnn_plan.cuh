@@ -2,8 +2,9 @@
  * cuda/cudnn_plan.cu (the cuDNN handle, the version check, a plan per shape and the choice
  * of each pass's algorithm): the checked-call macro, the plan with its descriptors and
  * choices, device buffers from the caching allocator, and the plan side's entry points.
- * These three files are the backend's only ones that include cuDNN; both .cu files
- * include this one only when built with it (FV_HAVE_CUDNN). */
+ * cuda/cudnn_batch_norm.cu (batch norm through cuDNN) uses its handle, macro and buffers
+ * too. These files are the backend's only ones that include cuDNN; the .cu files include
+ * this one only when built with it (FV_HAVE_CUDNN). */
 #ifndef FOVEA_CUDA_CUDNN_PLAN_CUH
 #define FOVEA_CUDA_CUDNN_PLAN_CUH
 

@@ -21,8 +21,9 @@
 # Python packages: the script finds libcudnn.so.9 there and puts it on LD_LIBRARY_PATH);
 # each is built there only when missing, or libfovea_cuda.so when FOVEA_GPU_REBUILD=1.
 # The GPU spec and the main job (recipes/messidor.lua --device cuda on the built-in set)
-# run side by side, then the benchmark alone (TF32, the cuBLAS NAM kernel, bf16 autocast),
-# the profile, and the spec under memcheck.
+# run side by side, then the benchmark alone (TF32, the cuBLAS NAM kernel, bf16 autocast,
+# batch norm through cuDNN), the profile (and again with batch norm through cuDNN), and the
+# spec under memcheck.
 # Environment: FOVEA_GPU_TIMEOUT (seconds per step, default 150), FOVEA_MEMCHECK_TIMEOUT
 # (default 60), FOVEA_BENCH_RUNS (timed runs per benchmark case, default 3).
 #
@@ -33,10 +34,13 @@
 #   gpu_spec.txt   busted --tags gpu spec/cuda_spec.lua (plain output, count line last)
 #   messidor.txt   luajit recipes/messidor.lua --device cuda (built-in set), then results.md
 #   profile.txt    bench/gpu_profile.lua with FOVEA_CUDA_PROFILE=1: GPU time per backend op
+#                  (then the same with FOVEA_NAM_KERNEL=gemm and FOVEA_BATCH_NORM_KERNEL=cudnn)
 #   memcheck.txt   the spec under compute-sanitizer --tool memcheck (allocator cache off;
 #                  busted's TAP output names each case as it ends)
 #   bench.txt      bench/gpu.lua: fovea against PyTorch on this GPU (PYTHON: the python
-#                  with torch, default python3)
+#                  with torch, default python3); then fovea alone with the cuBLAS NAM
+#                  kernel, both under bf16 autocast, fovea alone with batch norm through
+#                  cuDNN (FOVEA_BATCH_NORM_KERNEL=cudnn, to choose batch norm's default)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$(pwd)
@@ -153,11 +157,23 @@ step "gpu bench (bf16 autocast)" luajit bench/gpu.lua --runs "${FOVEA_BENCH_RUNS
   --python "${PYTHON:-python3}" >>"$out/bench.txt" 2>&1
 grep -E '^(fovea|torch) ' "$out/bench.txt" | tail -n 13 | sed 's/^/  bench (bf16): /' | tee -a "$summary"
 
+# fovea alone with batch norm through cuDNN instead of cuda/nn_batch_norm.cu's kernels
+# (FOVEA_BATCH_NORM_KERNEL=cudnn, cuda/cudnn_batch_norm.cu), against the first run's fovea lines
+{ echo; echo "== FOVEA_BATCH_NORM_KERNEL=cudnn"; } >>"$out/bench.txt"
+step "gpu bench (cudnn batch norm)" env FOVEA_BATCH_NORM_KERNEL=cudnn luajit bench/gpu.lua \
+  --runs "${FOVEA_BENCH_RUNS:-3}" --python none >>"$out/bench.txt" 2>&1
+grep -E '^fovea ' "$out/bench.txt" | tail -n 9 | sed 's/^/  bench (cudnn bn): /' | tee -a "$summary"
+
 # ---- where a training step's time goes: every backend call timed (FOVEA_CUDA_PROFILE) ----
 step "gpu profile" env FOVEA_CUDA_PROFILE=1 luajit bench/gpu_profile.lua >"$out/profile.txt" 2>&1
 # NAM through cuBLAS instead of the fused mma.sync kernel, for comparison
 { echo; echo "== FOVEA_NAM_KERNEL=gemm"; } >>"$out/profile.txt"
 step "gpu profile (gemm NAM)" env FOVEA_CUDA_PROFILE=1 FOVEA_NAM_KERNEL=gemm luajit bench/gpu_profile.lua \
+  --steps 3 >>"$out/profile.txt" 2>&1
+# batch norm through cuDNN instead of our kernels: its rows ("nn batch_norm", "nn batch_norm
+# backward") against the first profile's
+{ echo; echo "== FOVEA_BATCH_NORM_KERNEL=cudnn"; } >>"$out/profile.txt"
+step "gpu profile (cudnn bn)" env FOVEA_CUDA_PROFILE=1 FOVEA_BATCH_NORM_KERNEL=cudnn luajit bench/gpu_profile.lua \
   --steps 3 >>"$out/profile.txt" 2>&1
 
 # ---- the spec again under memcheck, as far as its time limit allows ----

@@ -18,7 +18,13 @@
  *   3. apply: a thread per element, out = inp * alpha + beta, or dinp += dout * a + inp *
  *      bc + cc, with the channel (i / S) % C found by fv_cuda_div32 (64-bit division for
  *      tensors of more than INT32_MAX elements).
+ * FOVEA_BATCH_NORM_KERNEL=cudnn (read at each call by fv_cuda_nn_batch_norm, at the end)
+ * runs the calls through cuDNN instead (cudnn_batch_norm.cu); native (the default) or unset
+ * runs the kernels here; eval-mode backward always runs here.
  * Build: nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/nn_batch_norm.cu -o build/cuda/nn_batch_norm.o */
+#include <stdlib.h>
+#include <string.h>
+
 #include "nn_common.cuh"
 
 namespace {
@@ -299,6 +305,23 @@ template <typename T> int bn_run(const fv_nn_call *c, int backward) {
 
 }  // namespace
 
+/* cudnn_batch_norm.cu: the call through cuDNN (*taken = 0: one cuDNN does not run, such as
+ * eval backward; built without cuDNN, an error) */
+int fv_cuda_batch_norm_cudnn(const fv_nn_call *c, int backward, int *taken);
+
+/* The choice of path, read at each call (as FOVEA_NAM_KERNEL): FOVEA_BATCH_NORM_KERNEL unset,
+ * empty or "native" runs the kernels above (the default: the path verified on a GPU),
+ * "cudnn" cudnn_batch_norm.cu's cuDNN calls (for the calls cuDNN cannot run, the kernels
+ * above), anything else is an error. */
 int fv_cuda_nn_batch_norm(const fv_nn_call *c, int backward) {
+  const char *kind = getenv("FOVEA_BATCH_NORM_KERNEL");
+  if (kind && *kind && strcmp(kind, "native") != 0) {
+    if (strcmp(kind, "cudnn") != 0)
+      return fv_fail(FV_ERR_ARGUMENT, "%s: FOVEA_BATCH_NORM_KERNEL=%s: expected native (the default) or cudnn",
+                     backward ? "batch_norm backward" : "batch_norm", kind);
+    int taken = 0;
+    const int status = fv_cuda_batch_norm_cudnn(c, backward, &taken);
+    if (taken || status) return status;
+  }
   return fv_nn_is_f64(c) ? bn_run<double>(c, backward) : bn_run<float>(c, backward);
 }

@@ -582,30 +582,78 @@ describe('cuda #gpu', function()
     end
   end)
 
-  gpu_it('runs batch_norm in training and eval, forward and backward, as the CPU does', function()
-    for dt, t in pairs(tol) do
-      -- the last two have several chunks of 4096 per channel (cuda/nn_batch_norm.cu)
-      for _, shape in ipairs { { 4, 3, 5, 6 }, { 8, 5 }, { 2, 3, 700 }, { 3, 2, 47, 61 }, { 9000, 2 } } do
-        local C = shape[2]
-        local x = sample(shape, { dtype = dt }) * 2 + 0.5
-        local rm = sample({ C }, { dtype = dt, seed = 3 })
-        local rv = sample({ C }, { dtype = dt, seed = 4, positive = true })
-        local w = sample({ C }, { dtype = dt, seed = 5 })
-        local b = sample({ C }, { dtype = dt, seed = 6 })
-        local name = dt .. ' ' .. table.concat(shape, 'x')
-        for _, training in ipairs { true, false } do
-          local cpu_in, gpu_in = check_nn(('batch_norm %s training %s'):format(name, tostring(training)),
-            function(a, m, v, ww, bb)
-              return F.batch_norm(a, m, v, ww, bb, { training = training, momentum = 0.2, eps = 1e-3 })
-            end, { x, rm, rv, w, b }, { true, false, false, true, true }, t[1], t[2])
-          same(cpu_in[2], gpu_in[2], t[1], t[2], 'running_mean ' .. name)
-          same(cpu_in[3], gpu_in[3], t[1], t[2], 'running_var (unbiased) ' .. name)
+  -- batch_norm on both paths (FOVEA_BATCH_NORM_KERNEL, read at each call): our kernels
+  -- (cuda/nn_batch_norm.cu, the default) and cuDNN's (cuda/cudnn_batch_norm.cu; eval-mode
+  -- backward stays on ours). cuDNN computes float32 statistics in float (its per-channel
+  -- descriptor is float for float32 inputs), where ours sum in double: the float sums of
+  -- dweight and dbias over up to 9,000 values of order 1 (tree reductions: an error of
+  -- about 2^-24 sqrt(n log2 n), some 2e-5, on values of order sqrt(n), about 100) need
+  -- atol 1e-4 where ours pass 2e-6, and 1e-4 relative bounds the rest (means, 1/sqrt(var +
+  -- eps) and everything made from them, to a few float ulps). float64: cuDNN's order and
+  -- formulas (one or two passes) are its own, so 1e-10 instead of 1e-12. On the stand-in
+  -- backend the variable has no effect (its kernels are the CPU's): the loop passes there
+  -- with either setting.
+  local bn_tol = { native = tol, cudnn = { float64 = { 1e-10, 1e-10 }, float32 = { 1e-4, 1e-4 } } }
+  pcall(ffi.cdef, 'int setenv(const char *name, const char *value, int overwrite); int unsetenv(const char *name);')
+
+  gpu_it('runs batch_norm in training and eval, forward and backward, as the CPU does (native and cuDNN)', function()
+    local ok, err = pcall(function()
+      for _, kernel in ipairs { 'native', 'cudnn' } do
+        ffi.C.setenv('FOVEA_BATCH_NORM_KERNEL', kernel, 1)
+        for dt, t in pairs(bn_tol[kernel]) do
+          -- the last two have several chunks of 4096 per channel (cuda/nn_batch_norm.cu);
+          -- 2 to 5 dimensions ((B, C, S, 1) for cuDNN)
+          for _, shape in ipairs { { 4, 3, 5, 6 }, { 8, 5 }, { 2, 3, 700 }, { 2, 3, 2, 3, 4 }, { 3, 2, 47, 61 },
+              { 9000, 2 } } do
+            local C = shape[2]
+            local x = sample(shape, { dtype = dt }) * 2 + 0.5
+            local rm = sample({ C }, { dtype = dt, seed = 3 })
+            local rv = sample({ C }, { dtype = dt, seed = 4, positive = true })
+            local w = sample({ C }, { dtype = dt, seed = 5 })
+            local b = sample({ C }, { dtype = dt, seed = 6 })
+            local name = ('%s %s (%s)'):format(dt, table.concat(shape, 'x'), kernel)
+            for _, training in ipairs { true, false } do
+              local cpu_in, gpu_in = check_nn(('batch_norm %s training %s'):format(name, tostring(training)),
+                function(a, m, v, ww, bb)
+                  return F.batch_norm(a, m, v, ww, bb, { training = training, momentum = 0.2, eps = 1e-3 })
+                end, { x, rm, rv, w, b }, { true, false, false, true, true }, t[1], t[2])
+              same(cpu_in[2], gpu_in[2], t[1], t[2], 'running_mean ' .. name)
+              same(cpu_in[3], gpu_in[3], t[1], t[2], 'running_var (unbiased) ' .. name)
+            end
+            check_nn('batch_norm without affine or running stats ' .. name, function(a)
+              return F.batch_norm(a, nil, nil, nil, nil, { training = true })
+            end, { x }, { true }, t[1], t[2])
+            -- running stats without affine (eval too), and a weight without bias whose
+            -- input needs no gradient (no dinp, no dbias: cuDNN's stand-ins)
+            for _, training in ipairs { true, false } do
+              local cpu_in, gpu_in = check_nn(('batch_norm no affine %s training %s'):format(name, tostring(training)),
+                function(a, m, v)
+                  return F.batch_norm(a, m, v, nil, nil, { training = training, momentum = 0.1 })
+                end, { x, rm, rv }, { true, false, false }, t[1], t[2])
+              same(cpu_in[3], gpu_in[3], t[1], t[2], 'running_var (unbiased), no affine ' .. name)
+            end
+            check_nn('batch_norm weight only, no input gradient ' .. name, function(a, m, v, ww)
+              return F.batch_norm(a, m, v, ww, nil, { training = true, momentum = 0.2, eps = 1e-3 })
+            end, { x, rm, rv, w }, { false, false, false, true }, t[1], t[2])
+          end
         end
-        check_nn('batch_norm without affine or running stats ' .. name, function(a)
-          return F.batch_norm(a, nil, nil, nil, nil, { training = true })
-        end, { x }, { true }, t[1], t[2])
       end
-    end
+    end)
+    ffi.C.unsetenv('FOVEA_BATCH_NORM_KERNEL')
+    assert(ok, err)
+  end)
+
+  gpu_it('refuses an unknown FOVEA_BATCH_NORM_KERNEL, naming the variable and the accepted values', function()
+    if standin then return end -- the stand-in's batch_norm is the CPU's: it never reads the variable
+    ffi.C.setenv('FOVEA_BATCH_NORM_KERNEL', 'fast', 1)
+    local ok, err = pcall(F.batch_norm, sample({ 4, 3, 5 }):cuda(), nil, nil, nil, nil, { training = true })
+    ffi.C.unsetenv('FOVEA_BATCH_NORM_KERNEL')
+    assert.is_false(ok)
+    assert.matches('FOVEA_BATCH_NORM_KERNEL=fast: expected native %(the default%) or cudnn', err)
+    -- unset again: our kernels, and the GPU carries on
+    local x = sample({ 4, 3, 5 })
+    check_nn('batch_norm after the refusal', function(a) return F.batch_norm(a, nil, nil, nil, nil, { training = true }) end,
+      { x }, { true }, tol.float32[1], tol.float32[2])
   end)
 
   gpu_it('convolves (cuDNN) forward and backward as the CPU does', function()
