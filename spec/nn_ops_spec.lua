@@ -118,6 +118,21 @@ describe('nn op values', function()
     close(y:totable(), {{-1 / math.sqrt(1 + 1e-5)}, {1 / math.sqrt(1 + 1e-5)}}, 1e-9)
   end)
 
+  it('max-pools a window with no input position (dilation, every tap in the padding) to -inf, no gradient', function()
+    -- 1x1 input, kernel 2, dilation 2, padding 1: the one window's taps are at -1 and 1
+    local x = fv.tensor({{{{5}}}}, {dtype = 'float64'}):requires_grad_()
+    local y = F.max_pool2d(x, 2, {stride = 1, padding = 1, dilation = 2})
+    assert.are.same({{{{-math.huge}}}}, y:totable())
+    y:sum():backward()
+    assert.are.same({{{{0}}}}, x.grad:totable())
+    -- 3x1, kernel 1x2, padding (0, 1), dilation (1, 2): every window's column taps miss too
+    local z = fv.tensor({{{{1}, {2}, {3}}}}, {dtype = 'float64'}):requires_grad_()
+    local w = F.max_pool2d(z, {1, 2}, {stride = 1, padding = {0, 1}, dilation = {1, 2}})
+    assert.are.same({{{{-math.huge}, {-math.huge}, {-math.huge}}}}, w:totable())
+    w:sum():backward()
+    assert.are.same({{{{0}, {0}, {0}}}}, z.grad:totable())
+  end)
+
   it('pools 97 into 13 adaptive bins of 8 or 9', function()
     local x = fv.arange(97, {dtype = 'float64'}):view(1, 1, 1, 97):expand(1, 1, 2, 97):contiguous()
     local y = F.adaptive_max_pool2d(x, {1, 13})
