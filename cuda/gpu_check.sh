@@ -33,7 +33,8 @@
 #   build.log      the builds
 #   gpu_spec.txt   busted --tags gpu spec/cuda_spec.lua (plain output, count line last)
 #   messidor.txt   luajit recipes/messidor.lua --device cuda (built-in set), then results.md
-#   profile.txt    bench/gpu_profile.lua with FOVEA_CUDA_PROFILE=1: GPU time per backend op
+#   profile.txt    bench/gpu_profile.lua with FOVEA_CUDA_PROFILE=1: GPU time per backend op;
+#                  then Nsight Compute's sections for the NAM kernels (when ncu exists)
 #                  (then the same with FOVEA_NAM_KERNEL=gemm and FOVEA_BATCH_NORM_KERNEL=cudnn)
 #   memcheck.txt   the spec under compute-sanitizer --tool memcheck (allocator cache off;
 #                  busted's TAP output names each case as it ends)
@@ -175,6 +176,18 @@ step "gpu profile (gemm NAM)" env FOVEA_CUDA_PROFILE=1 FOVEA_NAM_KERNEL=gemm lua
 { echo; echo "== FOVEA_BATCH_NORM_KERNEL=cudnn"; } >>"$out/profile.txt"
 step "gpu profile (cudnn bn)" env FOVEA_CUDA_PROFILE=1 FOVEA_BATCH_NORM_KERNEL=cudnn luajit bench/gpu_profile.lua \
   --steps 3 >>"$out/profile.txt" 2>&1
+
+# ---- inside the NAM kernels: Nsight Compute on one forward + backward at the batch-4 size
+# (occupancy, issue-slot use, stall reasons; bench/gpu_nam_kernels.lua's second pass, the
+# first one's four launches skipped), appended to profile.txt ----
+if command -v ncu >/dev/null 2>&1; then
+  { echo; echo "== ncu: the NAM kernels (N = 9,409, batch 4)"; } >>"$out/profile.txt"
+  limit=90 step "ncu NAM kernels" ncu --kernel-name regex:'mma_|delta_rows' --launch-skip 4 --launch-count 4 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+    --section ComputeWorkloadAnalysis luajit bench/gpu_nam_kernels.lua >>"$out/profile.txt" 2>&1
+else
+  echo "ncu NAM kernels              skipped (no ncu)" | tee -a "$summary"
+fi
 
 # ---- the spec again under memcheck, as far as its time limit allows ----
 # (LuaJIT's JIT off: with it on the process aborted at the sixth case; with it off at the
