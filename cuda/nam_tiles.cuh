@@ -18,14 +18,20 @@ namespace nam_tiles {
 constexpr int TILE = 64;     /* query rows and key columns per tile */
 constexpr int THREADS = 256; /* 16 x 16 */
 
-/* dst[r][c] (row stride ld) = src[(r0 + r) * cols + c] for r < 64, c < W; zero outside
- * rows x cols. Blocks of NT threads. */
-template <int W, int NT = THREADS>
-__device__ __forceinline__ void load_tile(float *dst, int ld, const float *src, int64_t r0, int64_t rows, int cols) {
+/* The values of a tile as they are: the default conversion of load_tile. */
+struct as_is {
+  __device__ __forceinline__ float operator()(float x) const { return x; }
+};
+
+/* dst[r][c] (row stride ld) = conv(src[(r0 + r) * cols + c]) for r < 64, c < W; zero
+ * outside rows x cols. Blocks of NT threads. */
+template <int W, int NT = THREADS, typename Conv = as_is>
+__device__ __forceinline__ void load_tile(float *dst, int ld, const float *src, int64_t r0, int64_t rows, int cols,
+                                          Conv conv = Conv()) {
   for (int e = threadIdx.x; e < TILE * W; e += NT) {
     const int r = e / W, c = e % W;
     const int64_t gr = r0 + r;
-    dst[r * ld + c] = (gr < rows && c < cols) ? src[gr * cols + c] : 0.f;
+    dst[r * ld + c] = (gr < rows && c < cols) ? conv(src[gr * cols + c]) : 0.f;
   }
 }
 
@@ -58,22 +64,24 @@ struct nam_block {
         own_rows(own_rows_), str_d(str_d_ + b * str_rows_ * D_), str_c(str_c_ + b * str_rows_ * Cv_),
         str_rows(str_rows_) {}
 
-  /* The block's own rows of the D-wide operand into A (WA wide, row stride lda); zero past
-   * the side's rows. */
-  template <int WA, int NT = THREADS> __device__ __forceinline__ void load_own(float *A, int lda) const {
-    load_tile<WA, NT>(A, lda, own_d + b * own_rows * D, row0, own_rows, D);
+  /* The block's own rows of the D-wide operand into A (WA wide, row stride lda), each
+   * value through conv (load_tile); zero past the side's rows. */
+  template <int WA, int NT = THREADS, typename Conv = as_is>
+  __device__ __forceinline__ void load_own(float *A, int lda, Conv conv = Conv()) const {
+    load_tile<WA, NT>(A, lda, own_d + b * own_rows * D, row0, own_rows, D, conv);
   }
   /* The same, then those rows of the Cv-wide operand into C (WC wide, stride ldc). */
-  template <int WA, int WC, int NT = THREADS>
-  __device__ __forceinline__ void load_own(float *A, int lda, float *C, int ldc) const {
-    load_own<WA, NT>(A, lda);
-    load_tile<WC, NT>(C, ldc, own_c + b * own_rows * Cv, row0, own_rows, Cv);
+  template <int WA, int WC, int NT = THREADS, typename Conv = as_is>
+  __device__ __forceinline__ void load_own(float *A, int lda, float *C, int ldc, Conv conv = Conv()) const {
+    load_own<WA, NT>(A, lda, conv);
+    load_tile<WC, NT>(C, ldc, own_c + b * own_rows * Cv, row0, own_rows, Cv, conv);
   }
   /* Streamed rows r0 .. r0+63 of both operands into A and C, as load_own. */
-  template <int WA, int WC, int NT = THREADS>
-  __device__ __forceinline__ void load_streamed(float *A, int lda, float *C, int ldc, int64_t r0) const {
-    load_tile<WA, NT>(A, lda, str_d, r0, str_rows, D);
-    load_tile<WC, NT>(C, ldc, str_c, r0, str_rows, Cv);
+  template <int WA, int WC, int NT = THREADS, typename Conv = as_is>
+  __device__ __forceinline__ void load_streamed(float *A, int lda, float *C, int ldc, int64_t r0,
+                                                Conv conv = Conv()) const {
+    load_tile<WA, NT>(A, lda, str_d, r0, str_rows, D, conv);
+    load_tile<WC, NT>(C, ldc, str_c, r0, str_rows, Cv, conv);
   }
 
   /* *L, *Dr = lse and delta of query row r of the batch; +inf and 0 past N (p is then 0). */

@@ -14,13 +14,17 @@
  *             every run. Each adds (+=) into its gradient, which may be NULL.
  * Accumulator layout (both kinds), lane = 4 g + t: c0 (g, 2t), c1 (g, 2t+1), c2 (g+8, 2t),
  * c3 (g+8, 2t+1); the operand layouts are at warp_mma. TF32 operands are rounded with
- * cvt.rna, bfloat16 ones to nearest even.
+ * cvt.rna once, as they enter shared memory (tile loads, and P or dS when a warp stores
+ * them), not at each fragment load (the same bits reach the tensor cores, with about a
+ * third of the conversions); bfloat16 ones to nearest even, at each fragment load.
  * D and Cv are padded to DP (16, 32, 64) and CP (32, 64) with zeros; sm_80 and later
  * (the kernels compile empty for the compute_75 PTX). nn_nam.cu chooses it. Each kernel's
  * prologue (nam_block) and the host side (run_kernels) are nam_tiles.cuh's, shared with
  * nn_nam_flash.cu.
  * Build: nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/nn_nam_mma.cu -o build/cuda/nn_nam_mma.o */
 #include <cuda_bf16.h>
+
+#include <type_traits>
 
 #include "nam_tiles.cuh"
 
@@ -46,6 +50,12 @@ __device__ __forceinline__ uint32_t tf32(float x) {
   return r;
 }
 
+/* x rounded to TF32 (its low 13 mantissa bits zero), kept as a float: the TF32 kernels
+ * round each operand once, when it enters shared memory, instead of at every fragment load. */
+struct to_tf32 {
+  __device__ __forceinline__ float operator()(float x) const { return __uint_as_float(tf32(x)); }
+};
+
 __device__ __forceinline__ void mma8(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                "{%0,%1,%2,%3};"
@@ -68,8 +78,8 @@ __device__ __forceinline__ uint32_t bf16x2(float lo, float hi) {
 
 /* acc[j] += A (16 x K: rows at a, stride lda) times B (K x 8 NT). B_ROWS: B(k, n) =
  * b[n * ldb + k] (the rows of b are B's columns, as K for Q K^T); else B(k, n) =
- * b[k * ldb + n]. BF16: operands rounded to bfloat16, m16n8k16 (K a multiple of 16);
- * else TF32, m16n8k8. Fragments (PTX ISA) for lane 4 g + t: TF32 A a0 (g, t), a1 (g+8, t),
+ * b[k * ldb + n]. BF16: operands rounded to bfloat16 here, m16n8k16 (K a multiple of 16);
+ * else TF32, m16n8k8, on operands already rounded to TF32 (tile_conv, warp_store). Fragments (PTX ISA) for lane 4 g + t: TF32 A a0 (g, t), a1 (g+8, t),
  * a2 (g, t+4), a3 (g+8, t+4), B b0 (t, g), b1 (t+4, g); BF16 A a0 (g, 2t..2t+1), a1 (g+8,
  * 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..), B b0 (2t..2t+1, g), b1 (2t+8..2t+9, g). */
 template <int K, int NT, bool B_ROWS, bool BF16>
@@ -91,12 +101,13 @@ __device__ __forceinline__ void warp_mma(float (&acc)[NT][4], const float *a, in
   } else {
 #pragma unroll 2
     for (int k0 = 0; k0 < K; k0 += 8) {
-      const uint32_t fa[4] = { tf32(a[g * lda + k0 + t]), tf32(a[(g + 8) * lda + k0 + t]),
-                               tf32(a[g * lda + k0 + t + 4]), tf32(a[(g + 8) * lda + k0 + t + 4]) };
+      const uint32_t fa[4] = { __float_as_uint(a[g * lda + k0 + t]), __float_as_uint(a[(g + 8) * lda + k0 + t]),
+                               __float_as_uint(a[g * lda + k0 + t + 4]),
+                               __float_as_uint(a[(g + 8) * lda + k0 + t + 4]) };
 #pragma unroll
       for (int j = 0; j < NT; j++) {
         const int n = 8 * j + g;
-        mma8(acc[j], fa, tf32(B(k0 + t, n)), tf32(B(k0 + t + 4, n)));
+        mma8(acc[j], fa, __float_as_uint(B(k0 + t, n)), __float_as_uint(B(k0 + t + 4, n)));
       }
     }
   }
@@ -122,13 +133,19 @@ __device__ __forceinline__ void products(float (&s)[8][4], float (&dp)[8][4], co
   warp_mma<CP, 8, true, BF16>(dp, c + w * WARP_ROWS * LV, LV, e, LV);
 }
 
-/* The warp's tile p (16 x 8 NT, stride LP) = acc, element (g + 8 (q >> 1), 8 j + 2 t + (q & 1)). */
-template <int NT> __device__ __forceinline__ void warp_store(float *p, const float (&acc)[NT][4]) {
+/* How a kernel's shared tiles hold their values: rounded to TF32 for the TF32 products,
+ * as they are for the bfloat16 ones (warp_mma rounds those itself). */
+template <bool BF16> using tile_conv = typename std::conditional<BF16, as_is, to_tf32>::type;
+
+/* The warp's tile p (16 x 8 NT, stride LP) = acc (through tile_conv: an A operand of the
+ * next product), element (g + 8 (q >> 1), 8 j + 2 t + (q & 1)). */
+template <bool BF16, int NT> __device__ __forceinline__ void warp_store(float *p, const float (&acc)[NT][4]) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const tile_conv<BF16> conv;
 #pragma unroll
   for (int j = 0; j < NT; j++)
 #pragma unroll
-    for (int q = 0; q < 4; q++) p[(g + 8 * (q >> 1)) * LP + 8 * j + 2 * t + (q & 1)] = acc[j][q];
+    for (int q = 0; q < 4; q++) p[(g + 8 * (q >> 1)) * LP + 8 * j + 2 * t + (q & 1)] = conv(acc[j][q]);
 }
 
 /* gp[(r0 + row) * cols + col] += acc over the warp's 16 rows at r0, inside rows x cols; gp may be NULL. */
@@ -170,12 +187,12 @@ __global__ void __launch_bounds__(BLOCK)
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   float *Pw = Vs + TILE * LV + w * PW; /* this warp's (16, LP) */
   const nam_block at(q, NULL, N, k, v, M, D, Cv); /* owns queries, streams keys */
-  at.load_own<DP, BLOCK>(Qs, LQ);
+  at.load_own<DP, BLOCK>(Qs, LQ, tile_conv<BF16>());
   float o[CP / 8][4], m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.f, 0.f };
   zero(o);
   for (int64_t c0 = 0; c0 < M; c0 += TILE) {
     __syncthreads(); /* the last tile's K and V are used up */
-    at.load_streamed<DP, CP, BLOCK>(Ks, LQ, Vs, LV, c0);
+    at.load_streamed<DP, CP, BLOCK>(Ks, LQ, Vs, LV, c0, tile_conv<BF16>());
     __syncthreads();
     float s[8][4];
     zero(s);
@@ -208,7 +225,7 @@ __global__ void __launch_bounds__(BLOCK)
     for (int j = 0; j < CP / 8; j++)
 #pragma unroll
       for (int e = 0; e < 4; e++) o[j][e] *= alpha[e >> 1];
-    warp_store(Pw, s);
+    warp_store<BF16>(Pw, s);
     __syncwarp();
     warp_mma<TILE, CP / 8, false, BF16>(o, Pw, LP, Vs, LV);
     __syncwarp(); /* Pw is read before the next tile writes it */
@@ -247,13 +264,13 @@ __global__ void __launch_bounds__(BLOCK)
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3;
   float *Pw = Dl + TILE + w * PW; /* this warp's (16, LP) */
   const nam_block at(k, v, M, q, dout, N, D, Cv); /* owns keys, streams queries */
-  at.load_own<DP, CP, BLOCK>(Ks, LQ, Vs, LV);
+  at.load_own<DP, CP, BLOCK>(Ks, LQ, Vs, LV, tile_conv<BF16>());
   float dka[DP / 8][4], dva[CP / 8][4];
   zero(dka);
   zero(dva);
   for (int64_t r0 = 0; r0 < N; r0 += TILE) {
     __syncthreads(); /* the last query tile is used up */
-    at.load_streamed<DP, CP, BLOCK>(Qs, LQ, dOs, LV, r0);
+    at.load_streamed<DP, CP, BLOCK>(Qs, LQ, dOs, LV, r0, tile_conv<BF16>());
     at.tile_stats(Ls, Dl, lse, delta, r0, N);
     __syncthreads();
     float st[8][4], dpt[8][4]; /* (16 keys, 64 queries): S^T and dP^T */
@@ -267,11 +284,11 @@ __global__ void __launch_bounds__(BLOCK)
         st[j][e] = p;
         dpt[j][e] = p * (dpt[j][e] - Dl[qc]) * scale;
       }
-    warp_store(Pw, st);
+    warp_store<BF16>(Pw, st);
     __syncwarp();
     warp_mma<TILE, CP / 8, false, BF16>(dva, Pw, LP, dOs, LV); /* dV += P^T dO */
     __syncwarp();
-    warp_store(Pw, dpt);
+    warp_store<BF16>(Pw, dpt);
     __syncwarp();
     warp_mma<TILE, DP / 8, false, BF16>(dka, Pw, LP, Qs, LQ); /* dK += dS^T Q */
     __syncwarp();
@@ -296,7 +313,7 @@ __global__ void __launch_bounds__(BLOCK)
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   float *Pw = Vs + TILE * LV + w * PW; /* this warp's (16, LP) */
   const nam_block at(q, dout, N, k, v, M, D, Cv); /* owns queries, streams keys */
-  at.load_own<DP, CP, BLOCK>(Qs, LQ, dOs, LV);
+  at.load_own<DP, CP, BLOCK>(Qs, LQ, dOs, LV, tile_conv<BF16>());
   float L[2], Dr[2];
 #pragma unroll
   for (int h = 0; h < 2; h++) at.row_stats(&L[h], &Dr[h], lse, delta, at.row0 + w * WARP_ROWS + g + 8 * h, N);
@@ -304,7 +321,7 @@ __global__ void __launch_bounds__(BLOCK)
   zero(dqa);
   for (int64_t c0 = 0; c0 < M; c0 += TILE) {
     __syncthreads(); /* the last key tile is used up */
-    at.load_streamed<DP, CP, BLOCK>(Ks, LQ, Vs, LV, c0);
+    at.load_streamed<DP, CP, BLOCK>(Ks, LQ, Vs, LV, c0, tile_conv<BF16>());
     __syncthreads();
     float s[8][4], dp[8][4];
     products<DP, CP, BF16>(s, dp, Qs, Ks, dOs, Vs, w);
@@ -316,7 +333,7 @@ __global__ void __launch_bounds__(BLOCK)
         const float p = (c0 + 8 * j + 2 * t + (e & 1) < M) ? expf(s[j][e] * scale - L[h]) : 0.f;
         s[j][e] = p * (dp[j][e] - Dr[h]) * scale;
       }
-    warp_store(Pw, s);
+    warp_store<BF16>(Pw, s);
     __syncwarp();
     warp_mma<TILE, DP / 8, false, BF16>(dqa, Pw, LP, Ks, LQ); /* dQ += dS K */
     __syncwarp();
