@@ -204,6 +204,12 @@ void *fv_cuda_host_alloc(size_t bytes);
 void fv_cuda_host_free(void *ptr, size_t bytes);
 int fv_cuda_upload(void **data, const fv_tensor *src, size_t bytes);
 int fv_cuda_uploads_settle(void);
+/* A side stream for an op's independent work (side_stream.cu): fv_cuda_fork gives it, made
+ * to wait for the compute stream's work so far; fv_cuda_join makes the compute stream wait
+ * for the side stream's. Memory used in between: allocated before the fork, freed after
+ * the join. op names the caller in errors. */
+int fv_cuda_fork(const char *op, cudaStream_t *stream);
+int fv_cuda_join(const char *op);
 /* The profiler (profile.cu): with FOVEA_CUDA_PROFILE set, replaces the table's kernel entries
  * (all but supports) by timing wrappers around them; without it, changes nothing. */
 int fv_cuda_profile_install(fv_backend *table);

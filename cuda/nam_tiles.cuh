@@ -108,14 +108,21 @@ struct nam_block {
 /* The padded width for n: 16, 32, 64 or 128; 0 over 128. */
 static inline int padded(int64_t n) { return n <= 16 ? 16 : n <= 32 ? 32 : n <= 64 ? 64 : n <= 128 ? 128 : 0; }
 
-/* Launches kernel with threads threads and smem dynamic shared bytes (opting in above
- * 48 KiB). */
+/* Launches kernel on stream with threads threads and smem dynamic shared bytes (opting in
+ * above 48 KiB). */
 template <typename K, typename... A>
-static int launch_with(K kernel, const char *op, dim3 grid, unsigned threads, size_t smem, A... args) {
+static int launch_on(cudaStream_t stream, K kernel, const char *op, dim3 grid, unsigned threads, size_t smem,
+                     A... args) {
   FV_CUDA_TRY(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-  kernel<<<grid, threads, smem, fv_cuda_stream>>>(args...);
+  kernel<<<grid, threads, smem, stream>>>(args...);
   FV_CUDA_LAUNCHED(op);
   return FV_OK;
+}
+
+/* launch_on the compute stream. */
+template <typename K, typename... A>
+static int launch_with(K kernel, const char *op, dim3 grid, unsigned threads, size_t smem, A... args) {
+  return launch_on(fv_cuda_stream, kernel, op, grid, threads, smem, args...);
 }
 
 /* delta[r] = dout[r] . out[r] over Cv, for the B * N rows */
@@ -160,8 +167,10 @@ struct kernel_set {
 
 /* Runs the call on ks. Forward (slots out, lse, q, k, v): a block per 64 query rows.
  * Backward (slots dq, dk, dv, dout, q, k, v, out, lse): delta (backward_delta), then dK and
- * dV when either is wanted (a block per 64 keys), then dQ when wanted (a block per 64 query
- * rows); delta is freed after, whatever failed. */
+ * dV when either is wanted (a block per 64 keys) and dQ when wanted (a block per 64 query
+ * rows); with both, dQ runs on the side stream (side_stream.cu) beside dK and dV, which
+ * only read what both share, so that one's last wave of blocks overlaps the other's; delta
+ * is freed after, whatever failed. */
 static inline int run_kernels(const fv_nn_call *c, int backward, const kernel_set &ks) {
   const fv_tensor *q = c->t[backward ? 4 : 2], *k = c->t[backward ? 5 : 3], *v = c->t[backward ? 6 : 4];
   const int64_t B = q->sizes[0], N = q->sizes[1], M = k->sizes[1];
@@ -179,13 +188,19 @@ static inline int run_kernels(const fv_nn_call *c, int backward, const kernel_se
   float *delta; /* (B, N) */
   size_t delta_bytes;
   FV_TRY(backward_delta(&delta, &delta_bytes, dout, out, B * N, Cv));
-  int status = FV_OK;
-  if (dk || dv)
+  cudaStream_t dq_stream = fv_cuda_stream;
+  int status = (dk || dv) && dq ? fv_cuda_fork(ks.dq_op, &dq_stream) : FV_OK;
+  const int forked = status == FV_OK && dq_stream != fv_cuda_stream;
+  if (status == FV_OK && dq)
+    status = launch_on(dq_stream, ks.dq, ks.dq_op, rows_grid, ks.threads, ks.dq_smem, dq, qp, kp, vp, dout, lse,
+                       (const float *)delta, N, M, D, Cv, scale);
+  if (status == FV_OK && (dk || dv))
     status = launch_with(ks.dkdv, ks.dkdv_op, dim3((unsigned)((M + TILE - 1) / TILE), (unsigned)B), ks.threads,
                          ks.dkdv_smem, dk, dv, qp, kp, vp, dout, lse, (const float *)delta, N, M, D, Cv, scale);
-  if (status == FV_OK && dq)
-    status = launch_with(ks.dq, ks.dq_op, rows_grid, ks.threads, ks.dq_smem, dq, qp, kp, vp, dout, lse,
-                         (const float *)delta, N, M, D, Cv, scale);
+  if (forked) { /* the compute stream waits for dQ, also after a failed launch */
+    const int joined = fv_cuda_join(ks.dq_op);
+    if (status == FV_OK) status = joined;
+  }
   fv_cuda_free(delta, delta_bytes);
   return status;
 }
