@@ -212,7 +212,7 @@ typedef struct fv_sgd_coef {
   int nesterov, first_step;
 } fv_sgd_coef;
 
-/* Norm kinds of grad_norm_part (clip_grad_norm). */
+/* Norm kinds of grad_norm_parts (clip_grad_norm). */
 enum { FV_NORM_INF, FV_NORM_ONE, FV_NORM_TWO, FV_NORM_P };
 
 typedef struct fv_backend {
@@ -263,12 +263,21 @@ typedef struct fv_backend {
   int (*adam_step)(int n, fv_tensor *const *params, fv_tensor *const *exp_avg, fv_tensor *const *exp_avg_sq,
                    fv_tensor *const *max_exp_avg_sq, const fv_adam_coef *c);
   int (*sgd_step)(int n, fv_tensor *const *params, fv_tensor *const *momentum_buf, const fv_sgd_coef *c);
-  /* clip_grad_norm's halves for one contiguous float gradient g: *out = the sum of |g|^p
-   * (FV_NORM_ONE, _TWO with p 2, _P) or the largest |g|, NaN winning (FV_NORM_INF),
-   * accumulated in double over blocks of FV_NORM_BLOCK elements combined in block order;
-   * grad_scale: g = g * (T)coef element by element. */
-  int (*grad_norm_part)(const fv_tensor *g, int kind, double p, double *out);
-  int (*grad_scale)(fv_tensor *g, double coef);
+  /* clip_grad_norm's halves over a list of n gradients: every entry a live, contiguous
+   * float32 or float64 tensor on this device (never NULL: the front end leaves out the
+   * parameters without a gradient and passes the others in parameter order; float32 and
+   * float64 may be mixed; a backend may assume that no two entries share memory, which
+   * fv_clip_grad_norm does not check: optim.lua refuses a tensor listed twice).
+   * grad_norm_parts: parts[i] = the sum of |grads[i]|^p (FV_NORM_ONE, _TWO with p 2, _P)
+   * or its largest |element|, NaN winning (FV_NORM_INF), accumulated in double over
+   * blocks of FV_NORM_BLOCK elements (block k: elements [k * FV_NORM_BLOCK,
+   * (k + 1) * FV_NORM_BLOCK) of grads[i]), the blocks combined in block order starting
+   * from 0; the front end combines the parts in list order. grad_scale: every element of
+   * every grads[i] becomes g * (T)coef, T its element type. Either does the whole list in
+   * one call, so that a device can batch it (cuda/optim.cu: multi-tensor launches and one
+   * readback for all the norms' blocks). */
+  int (*grad_norm_parts)(int n, const fv_tensor *const *grads, int kind, double p, double *parts);
+  int (*grad_scale)(int n, fv_tensor *const *grads, double coef);
 } fv_backend;
 enum { FV_NORM_BLOCK = 16384 };
 

@@ -3,18 +3,20 @@
  *
  * Each entry point first checks every parameter it will touch (so that a failing call
  * changes nothing; every parameter with a gradient on one device), then calls that
- * device's backend table (adam_step, sgd_step, grad_norm_part and grad_scale, see
- * internal.h; cuda/optim.cu on the GPU). The CPU's kernels below (fv_cpu_*) make one
- * pass over each tensor's memory, split between the OpenMP threads in equal ranges, with loops specialised per option set so that they
- * vectorise (Adam goes through its range in blocks that stay in the L1 cache).
- * The element formulas follow PyTorch's single-tensor CPU implementations operation for
- * operation (torch/optim/adam.py, adamw.py, sgd.py and the ATen kernels they call:
- * add with alpha is a + alpha * b, addcmul is a + value * b * c, addcdiv is
- * a + value * b / c), with the scalar coefficients rounded to the element type as ATen
- * does, so float64 trajectories match PyTorch's to rounding. */
+ * device's backend table (adam_step, sgd_step, grad_norm_parts and grad_scale, see
+ * internal.h; cuda/optim.cu on the GPU; clip_grad_norm hands each half the list of all
+ * the gradients at once). The CPU's kernels below (fv_cpu_*) make one pass over each
+ * tensor's memory, split between the OpenMP threads in equal ranges, with loops
+ * specialised per option set so that they vectorise (Adam goes through its range in
+ * blocks that stay in the L1 cache). The element formulas follow PyTorch's single-tensor
+ * CPU implementations operation for operation (torch/optim/adam.py, adamw.py, sgd.py and
+ * the ATen kernels they call: add with alpha is a + alpha * b, addcmul is
+ * a + value * b * c, addcdiv is a + value * b / c), with the scalar coefficients rounded
+ * to the element type as ATen does, so float64 trajectories match PyTorch's to rounding. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "internal.h"
 #include "fovea_optim.h"
@@ -472,15 +474,19 @@ static double norm_accumulate(const fv_tensor *g, int kind, double p) {
 DEFINE_SCALE(float, scale_f32)
 DEFINE_SCALE(double, scale_f64)
 
-/* The CPU's halves of clip_grad_norm (fv_backend.grad_norm_part, grad_scale). */
-int fv_cpu_grad_norm_part(const fv_tensor *g, int kind, double p, double *out) {
-  *out = norm_accumulate(g, kind, p);
+/* The CPU's halves of clip_grad_norm (fv_backend.grad_norm_parts, grad_scale): a tensor
+ * at a time, each split between the threads as above. */
+int fv_cpu_grad_norm_parts(int n, const fv_tensor *const *grads, int kind, double p, double *parts) {
+  for (int i = 0; i < n; i++) parts[i] = norm_accumulate(grads[i], kind, p);
   return FV_OK;
 }
 
-int fv_cpu_grad_scale(fv_tensor *g, double coef) {
-  if (g->scalar_type == FV_FLOAT32) scale_f32(fv_tensor_data(g), fv_tensor_numel(g), coef);
-  else scale_f64(fv_tensor_data(g), fv_tensor_numel(g), coef);
+int fv_cpu_grad_scale(int n, fv_tensor *const *grads, double coef) {
+  for (int i = 0; i < n; i++) {
+    fv_tensor *g = grads[i];
+    if (g->scalar_type == FV_FLOAT32) scale_f32(fv_tensor_data(g), fv_tensor_numel(g), coef);
+    else scale_f64(fv_tensor_data(g), fv_tensor_numel(g), coef);
+  }
   return FV_OK;
 }
 
@@ -495,7 +501,7 @@ int fv_clip_grad_norm(int n, fv_tensor *const *params, double max_norm, double n
   else return fv_fail(FV_ERR_ARGUMENT, "%s: norm_type %g is not supported (a number > 0, or inf)", op, norm_type);
   if (max_norm != max_norm) return fv_fail(FV_ERR_ARGUMENT, "%s: max_norm is NaN", op);
 
-  int device = -1, first = 0;
+  int device = -1, first = 0, count = 0;
   for (int i = 0; i < n; i++) {
     const fv_tensor *p = params[i];
     if (!p) return fv_fail(FV_ERR_ARGUMENT, "%s: parameter %d is nil", op, i);
@@ -509,6 +515,7 @@ int fv_clip_grad_norm(int n, fv_tensor *const *params, double max_norm, double n
     FV_TRY(check_device(op, i, g, &device, &first));
     if (!fv_tensor_is_contiguous(g))
       return fv_fail(FV_ERR_ARGUMENT, "%s: parameter %d: gradient %s is not contiguous", op, i, fv_shape_of(g));
+    count++;
   }
   if (device < 0) {
     if (total_norm_out) *total_norm_out = 0;
@@ -517,27 +524,26 @@ int fv_clip_grad_norm(int n, fv_tensor *const *params, double max_norm, double n
 
   const fv_backend *be = fv_backend_for(op, device);
   if (!be) return fv_last_status();
-  if (!(be->grad_norm_part && be->grad_scale)) return not_on_device(op, be);
+  if (!(be->grad_norm_parts && be->grad_scale)) return not_on_device(op, be);
 
+  /* The gradients, in parameter order, and their parts: one backend call for each half. */
+  void *mem = malloc((size_t)count * (sizeof(fv_tensor *) + sizeof(double)));
+  if (!mem) return fv_fail(FV_ERR_MEMORY, "%s: out of host memory for the list of %d gradients", op, count);
+  double *parts = (double *)mem;
+  fv_tensor **grads = (fv_tensor **)(parts + count);
+  for (int i = 0, j = 0; i < n; i++)
+    if (params[i]->gradient) grads[j++] = params[i]->gradient;
+
+  int status = be->grad_norm_parts(count, (const fv_tensor *const *)grads, kind, norm_type, parts);
   double total = 0;
-  for (int i = 0; i < n; i++) {
-    const fv_tensor *g = params[i]->gradient;
-    if (!g) continue;
-    double part;
-    FV_TRY(be->grad_norm_part(g, kind, norm_type, &part));
-    total = kind == NORM_INF ? nan_max(total, part) : total + part;
+  if (status == FV_OK) {
+    for (int j = 0; j < count; j++) total = kind == NORM_INF ? nan_max(total, parts[j]) : total + parts[j];
+    if (kind == NORM_TWO) total = sqrt(total);
+    else if (kind == NORM_P) total = pow(total, 1.0 / norm_type);
+    double coef = max_norm / (total + 1e-6);
+    if (coef < 1.0 || coef != coef) status = be->grad_scale(count, grads, coef);
   }
-  if (kind == NORM_TWO) total = sqrt(total);
-  else if (kind == NORM_P) total = pow(total, 1.0 / norm_type);
-
-  double coef = max_norm / (total + 1e-6);
-  if (coef < 1.0 || coef != coef) {
-    for (int i = 0; i < n; i++) {
-      fv_tensor *g = params[i]->gradient;
-      if (!g) continue;
-      FV_TRY(be->grad_scale(g, coef));
-    }
-  }
-  if (total_norm_out) *total_norm_out = total;
-  return FV_OK;
+  free(mem);
+  if (status == FV_OK && total_norm_out) *total_norm_out = total;
+  return status;
 }

@@ -94,7 +94,7 @@ static void fill_table(void) {
   table.nn_backward = cuda_nn_backward;
   table.adam_step = fv_cuda_adam_step;
   table.sgd_step = fv_cuda_sgd_step;
-  table.grad_norm_part = fv_cuda_grad_norm_part;
+  table.grad_norm_parts = fv_cuda_grad_norm_parts;
   table.grad_scale = fv_cuda_grad_scale;
 }
 

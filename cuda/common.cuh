@@ -186,12 +186,13 @@ int fv_cuda_tf32_enabled(void);
 /* Whether bf16 autocast is on for float32 conv2d and NAM (fv_cuda_set_autocast; backend.cu). */
 int fv_cuda_autocast_bf16(void);
 int fv_cuda_random(int op, fv_tensor *out, uint64_t seed, uint64_t offset);
-/* optimizer steps (optim.cu; fv_backend's adam_step, sgd_step, grad_norm_part, grad_scale) */
+/* optimizer steps and clip_grad_norm's halves (optim.cu; fv_backend's adam_step, sgd_step,
+ * grad_norm_parts, grad_scale: multi-tensor launches, one readback per norm) */
 int fv_cuda_adam_step(int n, fv_tensor *const *params, fv_tensor *const *exp_avg, fv_tensor *const *exp_avg_sq,
                       fv_tensor *const *max_exp_avg_sq, const fv_adam_coef *c);
 int fv_cuda_sgd_step(int n, fv_tensor *const *params, fv_tensor *const *momentum_buf, const fv_sgd_coef *c);
-int fv_cuda_grad_norm_part(const fv_tensor *g, int kind, double p, double *out);
-int fv_cuda_grad_scale(fv_tensor *g, double coef);
+int fv_cuda_grad_norm_parts(int n, const fv_tensor *const *grads, int kind, double p, double *parts);
+int fv_cuda_grad_scale(int n, fv_tensor *const *grads, double coef);
 /* cuBLAS's handle, made on first use (matmul.cu); released by nothing: it lives until exit */
 int fv_cuda_blas_ready(const char *op);
 /* Row-major float32 product C = alpha op(A) op(B) + beta C through cuBLAS (matmul.cu) */

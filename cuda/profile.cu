@@ -17,7 +17,8 @@
  * lock, and never synchronize.
  *
  * Rows: copy, fill, to_host, from_host, upload, alloc, free, host_alloc, host_free,
- * matmul, adam_step, sgd_step, grad_norm_part, grad_scale, and by op code (core/ops.c's names): "binary add",
+ * matmul, adam_step, sgd_step, grad_norm_parts, grad_scale (one call each per
+ * clip_grad_norm, for all its gradients), and by op code (core/ops.c's names): "binary add",
  * "binary_scalar mul", "unary relu", "reduce sum", "random randn", "nn conv2d forward",
  * "nn batch_norm backward", "nn nam_attention forward", ...
  * The report and reset: fv_cuda_profile_report, fv_cuda_profile_reset (fovea_cuda.h).
@@ -45,7 +46,7 @@ enum row_kind {
 const char *const kind_names[K_COUNT] = {
     "copy", "fill", "to_host", "from_host", "upload", "alloc", "free", "host_alloc", "host_free", "matmul",
     "adam_step", "sgd_step",
-    "grad_norm_part", "grad_scale", "binary", "binary_scalar", "unary", "reduce", "random", "nn", "nn",
+    "grad_norm_parts", "grad_scale", "binary", "binary_scalar", "unary", "reduce", "random", "nn", "nn",
 };
 const int FIRST_BY_OP = K_BINARY;
 const int OPS = FV_OP_COUNT + 1;
@@ -222,13 +223,13 @@ int p_sgd_step(int n, fv_tensor *const *params, fv_tensor *const *momentum_buf, 
   span s = begin();
   return finish(s, K_SGD, 0, kernels.sgd_step(n, params, momentum_buf, c), 1);
 }
-int p_grad_norm_part(const fv_tensor *g, int kind, double p, double *out) {
+int p_grad_norm_parts(int n, const fv_tensor *const *grads, int kind, double p, double *parts) {
   span s = begin();
-  return finish(s, K_NORM, 0, kernels.grad_norm_part(g, kind, p, out), 1);
+  return finish(s, K_NORM, 0, kernels.grad_norm_parts(n, grads, kind, p, parts), 1);
 }
-int p_grad_scale(fv_tensor *g, double coef) {
+int p_grad_scale(int n, fv_tensor *const *grads, double coef) {
   span s = begin();
-  return finish(s, K_SCALE, 0, kernels.grad_scale(g, coef), 1);
+  return finish(s, K_SCALE, 0, kernels.grad_scale(n, grads, coef), 1);
 }
 
 /* Appends to the report as snprintf would: *len counts every character, buf gets what fits. */
@@ -275,7 +276,7 @@ extern "C" int fv_cuda_profile_install(fv_backend *table) {
   table->nn_backward = p_nn_backward;
   table->adam_step = p_adam_step;
   table->sgd_step = p_sgd_step;
-  table->grad_norm_part = p_grad_norm_part;
+  table->grad_norm_parts = p_grad_norm_parts;
   table->grad_scale = p_grad_scale;
   enabled = 1;
   return FV_OK;

@@ -893,6 +893,63 @@ describe('cuda #gpu', function()
     assert.is_true(total ~= total)
   end)
 
+  gpu_it('clips 320 gradients of mixed sizes and dtypes, some missing, as the CPU does, every norm type', function()
+    -- The list handling of cuda/optim.cu's grad_norm_parts and grad_scale: more gradients
+    -- than one launch takes (248), float32 and float64 in one call, empty gradients,
+    -- parameters without one, gradients of several norm blocks, a NaN in the second launch.
+    local sizes = { 1, 3, 17, 255, 2, 5, 100, 1000, 7, 33 }
+    local function make(mode, device, nan_at)
+      local params = {}
+      for i = 1, 320 do
+        local dt = mode == 'mixed' and (i % 3 == 0 and 'float64' or 'float32') or mode
+        local size = i % 50 == 0 and 40000 or i % 25 == 0 and 16383 + i % 3 or i % 40 == 1 and 0
+          or sizes[(i * 7) % #sizes + 1]
+        local p = fv.zeros({ size }, { dtype = dt }):to(device)
+        if i % 10 ~= 4 then -- every tenth parameter has no gradient
+          local g = sample({ size }, { dtype = dt, seed = 200 + i }) * (1 + i % 5)
+          if i == nan_at and size > 0 then g[1] = 0 / 0 end
+          p.grad = g:to(device)
+        end
+        params[i] = p
+      end
+      return params
+    end
+    -- every gradient within rtol of the cpu's (exactly when rtol is 0), or missing on both
+    local function compare(pc, pg, rtol, what)
+      for i = 1, #pc do
+        local gc, gg = pc[i].grad, pg[i].grad
+        assert.are.equal(gc == nil, gg == nil, ('%s: gradient %d present on one device only'):format(what, i))
+        if gc and gc:numel() > 0 then
+          assert.are.equal('cuda', gg:device())
+          local worst = ((gc - gg:cpu()):abs() - gc:abs() * rtol):max():item()
+          assert(worst <= 0, ('%s: gradient %d (%s, %d elements) differs by %g beyond rtol %g'):format(what, i,
+            gc:dtype(), gc:numel(), worst, rtol))
+        end
+      end
+    end
+    for _, mode in ipairs { 'float32', 'float64', 'mixed' } do
+      local rtol = mode == 'float64' and 1e-12 or 1e-6
+      for _, nt in ipairs { 2, 1, math.huge, 3, 0.5 } do
+        local what = ('%s norm %s'):format(mode, tostring(nt))
+        for _, max_norm in ipairs(nt == 2 and { 1.0, 1e30 } or { 1.0 }) do -- clipped; left alone (exactly)
+          local pc, pg = make(mode, 'cpu'), make(mode, 'cuda')
+          local nc = fv.optim.clip_grad_norm(pc, max_norm, nt)
+          local ng = fv.optim.clip_grad_norm(pg, max_norm, nt)
+          assert(nc > 1 and math.abs(nc - ng) <= 1e-12 * nc,
+            ('%s: norm cpu %.17g, cuda %.17g'):format(what, nc, ng))
+          compare(pc, pg, max_norm == 1.0 and rtol or 0, what .. ' max_norm ' .. max_norm)
+        end
+        local pc, pg = make(mode, 'cpu', 300), make(mode, 'cuda', 300)
+        local nc, ng = fv.optim.clip_grad_norm(pc, 1.0, nt), fv.optim.clip_grad_norm(pg, 1.0, nt)
+        assert(nc ~= nc and ng ~= ng, ('%s with a NaN: norm cpu %s, cuda %s'):format(what, nc, ng))
+        for i = 1, #pg do -- a NaN norm scales every gradient by NaN
+          local g = pg[i].grad
+          if g and g:numel() > 0 then assert.are.equal(0, g:eq(g):sum():item(), what .. ' with a NaN: ' .. i) end
+        end
+      end
+    end
+  end)
+
   gpu_it('resumes an optimizer on the GPU from a checkpoint read on the CPU, as an unbroken run', function()
     local serialize = require 'fovea.serialize'
     local function run(resume_at)

@@ -32,7 +32,7 @@ const fv_backend fv_cpu_backend = {
     .nn_backward = fv_cpu_nn_backward,
     .adam_step = fv_cpu_adam_step,
     .sgd_step = fv_cpu_sgd_step,
-    .grad_norm_part = fv_cpu_grad_norm_part,
+    .grad_norm_parts = fv_cpu_grad_norm_parts,
     .grad_scale = fv_cpu_grad_scale,
 };
 

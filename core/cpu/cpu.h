@@ -24,7 +24,7 @@ int fv_cpu_nn_backward(const fv_nn_call *call);
 int fv_cpu_adam_step(int n, fv_tensor *const *params, fv_tensor *const *exp_avg, fv_tensor *const *exp_avg_sq,
                      fv_tensor *const *max_exp_avg_sq, const fv_adam_coef *c);
 int fv_cpu_sgd_step(int n, fv_tensor *const *params, fv_tensor *const *momentum_buf, const fv_sgd_coef *c);
-int fv_cpu_grad_norm_part(const fv_tensor *g, int kind, double p, double *out);
-int fv_cpu_grad_scale(fv_tensor *g, double coef);
+int fv_cpu_grad_norm_parts(int n, const fv_tensor *const *grads, int kind, double p, double *parts);
+int fv_cpu_grad_scale(int n, fv_tensor *const *grads, double coef);
 
 #endif

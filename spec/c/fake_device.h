@@ -252,14 +252,41 @@ static int fake_sgd_step(int n, fv_tensor *const *params, fv_tensor *const *mome
   return status;
 }
 
-static int fake_grad_norm_part(const fv_tensor *g, int kind, double p, double *out) {
-  fv_tensor x = fake_cpu(g);
-  return fv_cpu_backend.grad_norm_part(&x, kind, p, out);
+/* clip_grad_norm's halves: the CPU's on cpu headers of the list's gradients. The front
+ * end hands over only the gradients (never NULL), live, contiguous and on this device. */
+static int fake_grad_headers(int n, const fv_tensor *const *grads, fv_tensor **h, fv_tensor ***ptrs) {
+  *h = calloc((size_t)(n > 0 ? n : 1), sizeof(fv_tensor));
+  *ptrs = calloc((size_t)(n > 0 ? n : 1), sizeof(fv_tensor *));
+  if (!*h || !*ptrs) {
+    free(*h);
+    free(*ptrs);
+    return fv_fail(FV_ERR_MEMORY, "fake cuda: out of host memory for gradient headers");
+  }
+  for (int i = 0; i < n; i++) {
+    const fv_tensor *g = grads[i];
+    if (!g || !g->storage || g->device_type != FV_CUDA || !fv_tensor_is_contiguous(g)) abort();
+    (*h)[i] = fake_cpu(g);
+    (*ptrs)[i] = &(*h)[i];
+  }
+  return FV_OK;
 }
 
-static int fake_grad_scale(fv_tensor *g, double coef) {
-  fv_tensor x = fake_cpu(g);
-  return fv_cpu_backend.grad_scale(&x, coef);
+static int fake_grad_norm_parts(int n, const fv_tensor *const *grads, int kind, double p, double *parts) {
+  fv_tensor *h, **ptrs;
+  FV_TRY(fake_grad_headers(n, grads, &h, &ptrs));
+  int status = fv_cpu_backend.grad_norm_parts(n, (const fv_tensor *const *)ptrs, kind, p, parts);
+  free(h);
+  free(ptrs);
+  return status;
+}
+
+static int fake_grad_scale(int n, fv_tensor *const *grads, double coef) {
+  fv_tensor *h, **ptrs;
+  FV_TRY(fake_grad_headers(n, (const fv_tensor *const *)grads, &h, &ptrs));
+  int status = fv_cpu_backend.grad_scale(n, ptrs, coef);
+  free(h);
+  free(ptrs);
+  return status;
 }
 
 static const fv_backend fake_backend = {
@@ -285,7 +312,7 @@ static const fv_backend fake_backend = {
     .nn_backward = fake_nn_backward,
     .adam_step = fake_adam_step,
     .sgd_step = fake_sgd_step,
-    .grad_norm_part = fake_grad_norm_part,
+    .grad_norm_parts = fake_grad_norm_parts,
     .grad_scale = fake_grad_scale,
 };
 
