@@ -176,13 +176,25 @@ void free_after_compute_stream(stream_pool *sp, void *ptr) {
   fv_block_pool_free(sp->pool, ptr);
 }
 
+/* After a query that said cudaErrorNotReady (no failure): HIP's runtime keeps it as the
+ * thread's last error, and CUDA's documentation does not say that CUDA's does not (PyTorch
+ * clears it after every query); left there, the next launch check (FV_CUDA_LAUNCHED:
+ * cudaGetLastError) would report it as the failure of an unrelated kernel. Clears it, and
+ * no other error. */
+void forget_not_ready(void) {
+  if (cudaPeekAtLastError() == cudaErrorNotReady) (void)cudaGetLastError();
+}
+
 /* Frees the held blocks of sp whose event has completed (wait: waits for all of them). A
  * failed query (a broken context) counts as completed: nothing will run any more. */
 void free_passed_blocks(stream_pool *sp, int wait) {
   while (sp->held_first) {
     held_block *record = sp->held_first;
     cudaError_t status = wait ? cudaEventSynchronize(record->event) : cudaEventQuery(record->event);
-    if (status == cudaErrorNotReady) return;
+    if (status == cudaErrorNotReady) {
+      forget_not_ready();
+      return;
+    }
     if (status != cudaSuccess) (void)cudaGetLastError();
     sp->held_first = record->next;
     if (!sp->held_first) sp->held_last = NULL;
@@ -233,9 +245,9 @@ void report_failure(fv_block_pool_result result, size_t bytes, int cache_emptied
   } else {
     cudaError_t err = last_segment.error;
     fv_fail(err == cudaErrorMemoryAllocation ? FV_ERR_MEMORY : FV_ERR_DEVICE,
-            "allocate: cudaMalloc(%zu bytes) failed at %s:%d: %s (%s); the allocator holds %lld bytes in use, "
-            "%lld reserved%s",
-            last_segment.bytes, __FILE__, __LINE__, cudaGetErrorString(err), cudaGetErrorName(err),
+            "allocate: cudaMalloc(%zu bytes) for a request of %zu bytes failed at %s:%d: %s (%s); the allocator "
+            "holds %lld bytes in use, %lld reserved%s",
+            last_segment.bytes, bytes, __FILE__, __LINE__, cudaGetErrorString(err), cudaGetErrorName(err),
             (long long)allocated_bytes(), (long long)reserved_bytes(),
             cache_emptied ? " (after emptying its cache)" : "");
   }

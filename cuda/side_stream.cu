@@ -16,14 +16,23 @@
 namespace {
 cudaStream_t side;
 cudaEvent_t forked, joined; /* recorded on the compute stream at a fork, on the side stream at a join */
-int made;
+int made_side, made_forked, made_joined;
 
+/* Each part is made once: after a failure part way, the next fork makes only what is
+ * missing (no second stream or event). */
 int make_side(const char *op) {
-  if (made) return FV_OK;
-  FV_CUDA_TRY(op, cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
-  FV_CUDA_TRY(op, cudaEventCreateWithFlags(&forked, cudaEventDisableTiming));
-  FV_CUDA_TRY(op, cudaEventCreateWithFlags(&joined, cudaEventDisableTiming));
-  made = 1;
+  if (!made_side) {
+    FV_CUDA_TRY(op, cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+    made_side = 1;
+  }
+  if (!made_forked) {
+    FV_CUDA_TRY(op, cudaEventCreateWithFlags(&forked, cudaEventDisableTiming));
+    made_forked = 1;
+  }
+  if (!made_joined) {
+    FV_CUDA_TRY(op, cudaEventCreateWithFlags(&joined, cudaEventDisableTiming));
+    made_joined = 1;
+  }
   return FV_OK;
 }
 }  // namespace

@@ -134,6 +134,15 @@ void spare_locked(cudaEvent_t ev) {
   spare_events[spare_count++] = ev;
 }
 
+/* After a query that said cudaErrorNotReady (no failure): HIP's runtime keeps it as the
+ * thread's last error, and CUDA's documentation does not say that CUDA's does not (PyTorch
+ * clears it after every query); left there, the next launch check (FV_CUDA_LAUNCHED:
+ * cudaGetLastError) would report it as the failure of an unrelated kernel. Clears it, and
+ * no other error. */
+void forget_not_ready(void) {
+  if (cudaPeekAtLastError() == cudaErrorNotReady) (void)cudaGetLastError();
+}
+
 /* Under flight_lock: releases the sources of the finished uploads and keeps the others.
  * wait: the device has been synchronized, so every upload has finished (each event is
  * still waited for, to be sure). Returns the first failure other than "not ready" (an
@@ -151,7 +160,8 @@ int poll_locked(int wait) {
       continue;
     }
     flights[kept++] = f;
-    if (err != cudaErrorNotReady && status == FV_OK)
+    if (err == cudaErrorNotReady) forget_not_ready();
+    else if (status == FV_OK)
       status = fv_cuda_fail(err, "upload", wait ? "cudaEventSynchronize(an upload's event)"
                                                 : "cudaEventQuery(an upload's event)", __FILE__, __LINE__);
   }
