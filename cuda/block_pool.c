@@ -16,7 +16,9 @@
  * - A cached block is not handed out when the rest would exceed both the request and 20
  *   MiB (a large segment): a 1 GiB block freed by a big tensor is not cut up for a 2 MiB
  *   request, which takes a fresh 20 MiB segment instead, and the big block stays whole
- *   for the next big tensor. This plays the part of PyTorch's max_split_size, relative to
+ *   for the next big tensor. When the segment allocator refuses that segment, the big
+ *   block is lent all the same (split as usual) rather than the request failing while
+ *   the cache holds room for it. This plays the part of PyTorch's max_split_size, relative to
  *   the request instead of a fixed size: a fresh 20 MiB segment always serves any large
  *   request under 10 MiB, and blocks up to twice a request serve it. The smallest block
  *   that fits is the one to test: if it is too big, every other is too.
@@ -285,9 +287,11 @@ static int reserve_bookkeeping(fv_block_pool *pool) {
 
 /* ---- allocation ---- */
 
-static block *take_cached_block(fv_block_pool *pool, size_t size) {
+/* The best-fit free block for size, off its tree, or NULL; any_size: lent even when too
+ * big (the last resort when no new segment can be had). */
+static block *take_cached_block(fv_block_pool *pool, size_t size, int any_size) {
   block *b = tree_best_fit(*free_tree_of(pool, is_small(size)), size);
-  if (!b || too_big_to_lend(b, size)) return NULL;
+  if (!b || (!any_size && too_big_to_lend(b, size))) return NULL;
   remove_free(pool, b);
   return b;
 }
@@ -339,10 +343,11 @@ fv_block_pool_result fv_block_pool_alloc(fv_block_pool *pool, size_t bytes, void
   *out = NULL;
   if (!round_request(bytes, &size)) return FV_BLOCK_POOL_TOO_LARGE;
   if (!reserve_bookkeeping(pool)) return FV_BLOCK_POOL_NO_HOST_MEMORY;
-  block *b = take_cached_block(pool, size);
+  block *b = take_cached_block(pool, size, 0);
   if (!b) {
     fv_block_pool_result result = take_new_segment(pool, size, &b);
-    if (result != FV_BLOCK_POOL_OK) return result;
+    if (result == FV_BLOCK_POOL_NO_SEGMENT) b = take_cached_block(pool, size, 1);
+    if (!b) return result;
   }
   if (worth_splitting(b, size)) split_off_rest(pool, b, size);
   hand_out(pool, b, bytes);

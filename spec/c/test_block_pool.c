@@ -303,6 +303,18 @@ static void big_blocks_stay_whole(void) {
   r = alloc_ok(pool, 1536 * KiB);
   CHECK(r != block && s.made == 2, "but not to 1.5 MiB: 20.5 MiB over is too much");
   delete_pool(pool, &s);
+
+  /* no room for the new segment: the big cached block is lent rather than the request failing */
+  pool = new_pool(&s, 70 * MiB, 1);
+  big = alloc_ok(pool, 60 * MiB);
+  free_ok(pool, big);
+  char *thirty = alloc_ok(pool, 30 * MiB);
+  CHECK(thirty == big && s.made == 1, "30 MiB takes half of the cached 60 MiB");
+  char *nine = alloc_ok(pool, 9 * MiB);
+  CHECK(s.refused == 1 && s.made == 1 && nine == big + 30 * MiB && size_of(pool, nine) == 9 * MiB,
+        "9 MiB: the 20 MiB segment is refused, so the 30 MiB left is lent, split");
+  EXPECT_STATS(pool, &s, 39 * MiB, 0, 60 * MiB, 1, 3);
+  delete_pool(pool, &s);
 }
 
 static void held_blocks(void) {
