@@ -45,7 +45,7 @@ CUDA_LIB  = $(BUILD)/libfovea_cuda.so
 # implemented" and FOVEA_BATCH_NORM_KERNEL=cudnn is an error.
 CUDNN     ?= $(if $(and $(wildcard $(CUDA_HOME)/include/cudnn.h),$(wildcard $(CUDA_HOME)/lib64/libcudnn.so)),1,0)
 
-.PHONY: all lib cuda fake-cuda test ctest sanitize repl demo deps install uninstall clean help
+.PHONY: all lib cuda fake-cuda cuda-host-test test ctest sanitize repl demo deps install uninstall clean help
 
 all: lib $(if $(NVCC),cuda)
 
@@ -107,6 +107,40 @@ $(FAKE_CUDA): spec/c/fake_cuda.c spec/c/fake_device.h cuda/fovea_cuda.h $(LIB)
 
 fake-cuda: $(FAKE_CUDA)
 
+# The host logic of the CUDA backend's allocator, pinned memory and uploads, and side
+# stream (cuda/allocator.cu, transfer.cu, side_stream.cu, errors.cu by nvcc with the cuda
+# objects' flags; cuda/block_pool.c by the C compiler) driven by spec/cuda_host/
+# test_cuda_host.cpp against a fake CUDA runtime (spec/cuda_host/fake_cudart.cpp) linked
+# in place of libcudart (-cudart none): needs nvcc, not a GPU. spec/cuda_host_spec.lua
+# builds and runs it. CFLAGS and SANITIZE go to nvcc's host compiler (one -Xcompiler
+# each, commas escaped: nvcc splits its arguments at commas).
+CUDA_HOST_DIR    = $(BUILD)/spec/cuda_host
+CUDA_HOST_TEST   = $(CUDA_HOST_DIR)/test_cuda_host
+CUDA_HOST_UNITS  = $(patsubst %,$(CUDA_HOST_DIR)/%.o,allocator transfer side_stream errors)
+CUDA_HOST_FAKES  = $(patsubst %,$(CUDA_HOST_DIR)/%.o,fake_cudart test_cuda_host)
+comma := ,
+host_compiler_flags = $(foreach f,$(1),-Xcompiler '$(subst $(comma),\$(comma),$(f))')
+CUDA_HOST_NVCCFLAGS = $(NVCCFLAGS) $(BASE_NVCCFLAGS) $(call host_compiler_flags,$(CFLAGS) $(SANITIZE))
+
+$(CUDA_HOST_UNITS): $(CUDA_HOST_DIR)/%.o: cuda/%.cu cuda/common.cuh cuda/fovea_cuda.h cuda/block_pool.h core/fovea.h core/internal.h core/philox.h
+	@mkdir -p $(dir $@)
+	$(NVCC) $(CUDA_HOST_NVCCFLAGS) -c $< -o $@
+
+$(CUDA_HOST_FAKES): $(CUDA_HOST_DIR)/%.o: spec/cuda_host/%.cpp spec/cuda_host/fake_cudart.h core/fovea.h core/internal.h
+	@mkdir -p $(dir $@)
+	$(NVCC) $(CUDA_HOST_NVCCFLAGS) -Icore -c $< -o $@
+
+$(CUDA_HOST_TEST): $(CUDA_HOST_UNITS) $(CUDA_HOST_FAKES) $(BUILD)/cuda/block_pool.o $(LIB)
+	$(NVCC) -cudart none $(CUDA_ARCH) $(call host_compiler_flags,$(SANITIZE)) -o $@ $(CUDA_HOST_UNITS) $(CUDA_HOST_FAKES) \
+	  $(BUILD)/cuda/block_pool.o -L$(BUILD) -lfovea -lpthread -Xlinker -rpath,$(abspath $(BUILD))
+
+ifeq ($(NVCC),)
+cuda-host-test:
+	@echo "make cuda-host-test: nvcc not found (PATH or /usr/local/cuda/bin)"; exit 1
+else
+cuda-host-test: $(CUDA_HOST_TEST)
+endif
+
 # The busted specs under LuaJIT (spec/*_spec.lua); GPU specs skip themselves without a GPU.
 test: lib
 	$(BUSTED) --lua=$(LUAJIT) --output=spec/count_output.lua spec
@@ -157,6 +191,7 @@ help:
 	@echo "make deps     install missing Debian packages: $(DEB_PACKAGES)"
 	@echo "make test     run the busted specs under LuaJIT"
 	@echo "make sanitize run the specs against an ASan+UBSan build"
+	@echo "make cuda-host-test  build $(BUILD)/spec/cuda_host/test_cuda_host (cuda/'s host logic on a fake CUDA runtime; nvcc, no GPU)"
 	@echo "make repl     LuaJIT with fv = require 'fovea'"
 	@echo "make demo     run the main job (luajit recipes/messidor.lua)"
 	@echo "make install PREFIX=/usr/local   install library, headers and Lua modules"

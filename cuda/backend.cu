@@ -1,23 +1,16 @@
 /* backend.cu: the CUDA backend table and its registration: fv_cuda_init (find the GPU,
- * register the table with the core), the supports query, device count, synchronize, and
- * the shared error reporter. The kernels live in the other files of cuda/.
+ * register the table with the core), the supports query, device count and synchronize.
+ * The kernels live in the other files of cuda/, the shared error reporter fv_cuda_fail in
+ * errors.cu.
  *
  * Build (the Makefile's rule `cuda` does this for every .cu file in cuda/, then links them):
  *   nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/backend.cu -o build/cuda/backend.o
- *   nvcc -shared -o build/libfovea_cuda.so build/cuda/{allocator,backend,copy,cudnn,elementwise,matmul,nn_*,optim,profile,random,reduce,transfer}.o
+ *   nvcc -shared -o build/libfovea_cuda.so build/cuda/{allocator,backend,copy,cudnn,elementwise,errors,matmul,nn_*,optim,profile,random,reduce,transfer}.o
  *        -Lbuild -lfovea -lcudart -lcublas [-lcudnn]
  */
 #include <stdio.h>
 
 #include "nn_common.cuh"
-
-int fv_cuda_fail(cudaError_t err, const char *op, const char *call, const char *file, int line) {
-  /* a non-sticky error stays as the runtime's "last error" unless read once */
-  (void)cudaGetLastError();
-  int status = err == cudaErrorMemoryAllocation ? FV_ERR_MEMORY : FV_ERR_DEVICE;
-  return fv_fail(status, "%s: %s failed at %s:%d: %s (%s)", op, call, file, line, cudaGetErrorString(err),
-                 cudaGetErrorName(err));
-}
 
 /* copy and fill for the four storable dtypes; the arithmetic for the float ones; the
  * neural-network kernels of nn_*.cu and cudnn.cu (conv2d only when built with cuDNN) for
