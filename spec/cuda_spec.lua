@@ -313,6 +313,41 @@ describe('cuda #gpu', function()
     end
   end)
 
+  gpu_it('reduces long columns with few outputs (the split path) as the CPU does', function()
+    for _, dt in ipairs { 'float32', 'float64' } do
+      local rtol = dt == 'float32' and 2e-6 or 1e-12
+      local x = sample({ 200000, 3 }, { dtype = dt })
+      x[12345][2] = 0 / 0 -- the first NaN of column 2 wins max, min and their indices
+      x[190001][2] = 0 / 0
+      x[50][1] = 100      -- a tie for column 1's maximum: the first occurrence
+      x[150001][1] = 100
+      x[7][3] = -math.huge
+      local wide = sample({ 4096, 40 }, { dtype = dt, seed = 3 }) -- a full and a partial tile of 32 columns
+      wide[4000][33] = 0 / 0
+      for _, c in ipairs { { '200000x3', x }, { '4096x40', wide } } do
+        local h, g = c[2], c[2]:cuda()
+        local what = c[1] .. ' ' .. dt
+        same(h:sum(1), g:sum(1), rtol, 1e-5, 'sum ' .. what)
+        same(h:mean(1), g:mean(1), rtol, 1e-6, 'mean ' .. what)
+        same(h:var(1), g:var(1), rtol, 1e-6, 'var ' .. what)
+        same(h:var(1, { unbiased = false }), g:var(1, { unbiased = false }), rtol, 1e-6, 'var biased ' .. what)
+        local v, i = h:max(1)
+        local gv, gi = g:max(1)
+        same(v, gv, 0, 0, 'max values ' .. what)
+        same(i, gi, 0, 0, 'max indices ' .. what)
+        v, i = h:min(1, true)
+        gv, gi = g:min(1, true)
+        same(v, gv, 0, 0, 'min values ' .. what)
+        same(i, gi, 0, 0, 'min indices ' .. what)
+        same(h:argmax(1), g:argmax(1), 0, 0, 'argmax ' .. what)
+        same(h:argmin(1), g:argmin(1), 0, 0, 'argmin ' .. what)
+      end
+      assert.are.equal(12345, x:cuda():argmax(1):cpu()[2])
+      assert.are.equal(50, x:cuda():argmax(1):cpu()[1])
+      assert.are.equal(7, x:cuda():argmin(1):cpu()[3])
+    end
+  end)
+
   gpu_it('multiplies matrices as the CPU does (TF32 off), in every layout', function()
     local previous = fv.cuda.set_tf32(false)
     finally(function() fv.cuda.set_tf32(previous) end)
