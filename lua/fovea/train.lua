@@ -81,6 +81,26 @@ local function to_device(t, device)
   return t:to(device)
 end
 
+-- The batches of loader's epoch e after the first `skip`, moved to device: a function
+-- that returns the next {batch = its number, images =, labels = (on device), truth = the
+-- labels as the loader gave them}, or nil at the end.
+local function device_batches(loader, e, device, skip)
+  local f, s, var = loader:epoch(e)
+  local batch = 0
+  return function()
+    while true do
+      local images, labels = f(s, var)
+      var = images
+      if images == nil then return nil end
+      batch = batch + 1
+      if batch > skip then
+        return { batch = batch, images = to_device(images, device), labels = to_device(labels, device),
+          truth = labels }
+      end
+    end
+  end
+end
+
 -- Probabilities (N, K) as Lua rows, and labels, of a model over a loader, in eval mode.
 -- The next batch is fetched and moved to the model's device before a batch's results are
 -- read, so on a GPU its copy and the loader's work overlap the batch's kernels.
@@ -91,14 +111,7 @@ function M.evaluate(model, loader, opts)
   local labels, probs, loss_sum, count = {}, {}, 0, 0
   local device = model_device(model)
   tensor.no_grad(function()
-    local f, s, var = loader:epoch(opts.epoch or 1)
-    -- The next batch, moved to the model's device, or nil at the end.
-    local function fetch()
-      local images, batch_labels = f(s, var)
-      var = images
-      if images == nil then return nil end
-      return { images = to_device(images, device), labels = to_device(batch_labels, device), truth = batch_labels }
-    end
+    local fetch = device_batches(loader, opts.epoch or 1, device, 0)
     local current = fetch()
     while current do
       local logits = model(current.images)
@@ -148,23 +161,9 @@ end
 -- settles before writing an interrupt's checkpoint.
 local function train_epoch(o, e, position, bar)
   local partial = position.partial or { loss = 0, correct = 0, count = 0 }
-  local batch, start, images_seen = 0, clock(), 0
+  local start, images_seen = clock(), 0
   local device = model_device(o.model)
-  local f, s, var = o.train:epoch(e)
-
-  -- The next batch to train on, moved to the model's device, or nil at the end.
-  local function fetch()
-    while true do
-      local images, labels = f(s, var)
-      var = images
-      if images == nil then return nil end
-      batch = batch + 1
-      if batch > position.batch then
-        return { batch = batch, images = to_device(images, device), labels = to_device(labels, device),
-          truth = labels }
-      end
-    end
-  end
+  local fetch = device_batches(o.train, e, device, position.batch) -- the batches still to train on
 
   local function stop_on(value, b)
     if not is_finite(value) then
