@@ -19,25 +19,38 @@
 static const size_t fake_memory_limit = (size_t)1 << 36;
 static int64_t fake_allocated, fake_peak, fake_transfers;
 
-static void *fake_alloc(size_t bytes) {
+/* bytes of host memory that remember their size (in 16 bytes before them), or NULL with
+ * "fake cuda: out of <what> for N bytes" past fake_memory_limit */
+static void *fake_sized_malloc(size_t bytes, const char *what) {
   if (bytes > fake_memory_limit) {
-    fv_fail(FV_ERR_MEMORY, "fake cuda: out of memory for %zu bytes", bytes);
+    fv_fail(FV_ERR_MEMORY, "fake cuda: out of %s for %zu bytes", what, bytes);
     return NULL;
   }
   size_t *p = malloc(bytes + 16);
   if (!p) return NULL;
   p[0] = bytes;
+  return (char *)p + 16;
+}
+
+/* frees fake_sized_malloc's data (not NULL), which must be given back with its size */
+static void fake_sized_free(void *data, size_t bytes) {
+  size_t *p = (size_t *)((char *)data - 16);
+  if (p[0] != bytes) abort(); /* the core must give back the size it asked for */
+  free(p);
+}
+
+static void *fake_alloc(size_t bytes) {
+  void *p = fake_sized_malloc(bytes, "memory");
+  if (!p) return NULL;
   fake_allocated += (int64_t)bytes;
   if (fake_allocated > fake_peak) fake_peak = fake_allocated;
-  return (char *)p + 16;
+  return p;
 }
 
 static void fake_free(void *data, size_t bytes) {
   if (!data) return;
-  size_t *p = (size_t *)((char *)data - 16);
-  if (p[0] != bytes) abort(); /* the core must give back the size it asked for */
+  fake_sized_free(data, bytes);
   fake_allocated -= (int64_t)bytes;
-  free(p);
 }
 
 /* t's header as a cpu tensor over the same memory */
@@ -74,24 +87,17 @@ static int fake_to_host(void *host, const fv_tensor *src, size_t bytes) {
 static int64_t fake_pinned_bytes, fake_pinned_allocs;
 
 static void *fake_host_alloc(size_t bytes) {
-  if (bytes > fake_memory_limit) {
-    fv_fail(FV_ERR_MEMORY, "fake cuda: out of pinned memory for %zu bytes", bytes);
-    return NULL;
-  }
-  size_t *p = malloc(bytes + 16);
+  void *p = fake_sized_malloc(bytes, "pinned memory");
   if (!p) return NULL;
-  p[0] = bytes;
   __atomic_add_fetch(&fake_pinned_bytes, (int64_t)bytes, __ATOMIC_RELAXED);
   __atomic_add_fetch(&fake_pinned_allocs, 1, __ATOMIC_RELAXED);
-  return (char *)p + 16;
+  return p;
 }
 
 static void fake_host_free(void *ptr, size_t bytes) {
   if (!ptr) return;
-  size_t *p = (size_t *)((char *)ptr - 16);
-  if (p[0] != bytes) abort(); /* the core must give back the size it asked for */
+  fake_sized_free(ptr, bytes);
   __atomic_sub_fetch(&fake_pinned_bytes, (int64_t)bytes, __ATOMIC_RELAXED);
-  free(p);
 }
 
 /* Uploads "in flight": their sources' storages, retained until fake_settle. */
