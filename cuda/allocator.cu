@@ -77,7 +77,6 @@ int stream_count;
 held_block *spare_records;
 segment_requests last_segment;
 int64_t peak_bytes;
-int cache_off = -1; /* read from the environment when the first pool is made */
 
 void *cuda_segment_alloc(size_t bytes, void *context) {
   segment_requests *requests = (segment_requests *)context;
@@ -110,11 +109,7 @@ stream_pool *pool_for_stream(cudaStream_t stream) {
     fv_fail(FV_ERR_INTERNAL, "allocate: more than %d CUDA streams allocate memory", MAX_STREAMS);
     return NULL;
   }
-  if (cache_off < 0) {
-    const char *off = getenv("FOVEA_NO_ALLOC_CACHE");
-    cache_off = off && strcmp(off, "0") != 0;
-  }
-  fv_block_pool_config config = {cuda_segment_alloc, cuda_segment_free, &last_segment, !cache_off};
+  fv_block_pool_config config = {cuda_segment_alloc, cuda_segment_free, &last_segment, fv_cuda_alloc_caching()};
   fv_block_pool *pool = fv_block_pool_new(&config);
   if (!pool) {
     fv_fail(FV_ERR_MEMORY, "allocate: out of host memory for the CUDA allocator's bookkeeping");
@@ -176,15 +171,6 @@ void free_after_compute_stream(stream_pool *sp, void *ptr) {
   fv_block_pool_free(sp->pool, ptr);
 }
 
-/* After a query that said cudaErrorNotReady (no failure): HIP's runtime keeps it as the
- * thread's last error, and CUDA's documentation does not say that CUDA's does not (PyTorch
- * clears it after every query); left there, the next launch check (FV_CUDA_LAUNCHED:
- * cudaGetLastError) would report it as the failure of an unrelated kernel. Clears it, and
- * no other error. */
-void forget_not_ready(void) {
-  if (cudaPeekAtLastError() == cudaErrorNotReady) (void)cudaGetLastError();
-}
-
 /* Frees the held blocks of sp whose event has completed (wait: waits for all of them). A
  * failed query (a broken context) counts as completed: nothing will run any more. */
 void free_passed_blocks(stream_pool *sp, int wait) {
@@ -192,7 +178,7 @@ void free_passed_blocks(stream_pool *sp, int wait) {
     held_block *record = sp->held_first;
     cudaError_t status = wait ? cudaEventSynchronize(record->event) : cudaEventQuery(record->event);
     if (status == cudaErrorNotReady) {
-      forget_not_ready();
+      fv_cuda_forget_not_ready();
       return;
     }
     if (status != cudaSuccess) (void)cudaGetLastError();

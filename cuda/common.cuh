@@ -10,6 +10,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <cuda_runtime.h>
 
@@ -23,6 +25,21 @@ extern "C" {
  * FV_ERR_MEMORY for an allocation failure, else FV_ERR_DEVICE. Clears CUDA's last error
  * when it is not sticky. */
 int fv_cuda_fail(cudaError_t err, const char *op, const char *call, const char *file, int line);
+
+/* After a query that said cudaErrorNotReady (no failure): HIP's runtime keeps it as the
+ * thread's last error, and CUDA's documentation does not say that CUDA's does not (PyTorch
+ * clears it after every query); left there, the next launch check (FV_CUDA_LAUNCHED:
+ * cudaGetLastError) would report it as the failure of an unrelated kernel. Clears it, and
+ * no other error (errors.cu). */
+void fv_cuda_forget_not_ready(void);
+
+/* Whether the caching allocators (device memory, allocator.cu; pinned memory,
+ * transfer.cu) keep freed blocks: yes unless FOVEA_NO_ALLOC_CACHE is set to anything but
+ * "0" (for compute-sanitizer runs, as for the CPU allocator); read when a pool is made. */
+static inline int fv_cuda_alloc_caching(void) {
+  const char *off = getenv("FOVEA_NO_ALLOC_CACHE");
+  return !(off && strcmp(off, "0") != 0);
+}
 
 /* Early return with the status above when a CUDA runtime call fails. */
 #define FV_CUDA_TRY(op, call)                                                   \

@@ -79,9 +79,8 @@ void host_segment_free(void *segment, size_t bytes, void *context) {
 /* Under host_lock: the pool, made on first use (NULL when host memory runs out). */
 fv_block_pool *host_pool_locked(void) {
   if (host_pool) return host_pool;
-  const char *off = getenv("FOVEA_NO_ALLOC_CACHE");
   fv_block_pool_config config = {host_segment_alloc, host_segment_free, &last_host_segment,
-                                 !(off && strcmp(off, "0") != 0)};
+                                 fv_cuda_alloc_caching()};
   host_pool = fv_block_pool_new(&config);
   return host_pool;
 }
@@ -134,15 +133,6 @@ void spare_locked(cudaEvent_t ev) {
   spare_events[spare_count++] = ev;
 }
 
-/* After a query that said cudaErrorNotReady (no failure): HIP's runtime keeps it as the
- * thread's last error, and CUDA's documentation does not say that CUDA's does not (PyTorch
- * clears it after every query); left there, the next launch check (FV_CUDA_LAUNCHED:
- * cudaGetLastError) would report it as the failure of an unrelated kernel. Clears it, and
- * no other error. */
-void forget_not_ready(void) {
-  if (cudaPeekAtLastError() == cudaErrorNotReady) (void)cudaGetLastError();
-}
-
 /* Under flight_lock: releases the sources of the finished uploads and keeps the others.
  * wait: the device has been synchronized, so every upload has finished (each event is
  * still waited for, to be sure). Returns the first failure other than "not ready" (an
@@ -160,7 +150,7 @@ int poll_locked(int wait) {
       continue;
     }
     flights[kept++] = f;
-    if (err == cudaErrorNotReady) forget_not_ready();
+    if (err == cudaErrorNotReady) fv_cuda_forget_not_ready();
     else if (status == FV_OK)
       status = fv_cuda_fail(err, "upload", wait ? "cudaEventSynchronize(an upload's event)"
                                                 : "cudaEventQuery(an upload's event)", __FILE__, __LINE__);
