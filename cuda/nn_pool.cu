@@ -255,7 +255,7 @@ template <typename T> static int pool_run(const fv_nn_call *c, int backward) {
   int64_t BC;
   const pool_geom g = pool_geom_of(c, backward, &BC);
   const int64_t H = g.y.in, W = g.x.in, OH = g.y.out, OW = g.x.out, n = BC * OH * OW;
-  if (n == 0 || H * W == 0) return FV_OK;
+  if (n == 0 || (backward && H * W == 0)) return FV_OK; /* forward: an empty input's windows are empty */
   if (!backward) { /* a thread per output element */
     const unsigned grid = fv_cuda_blocks(n);
     if (is_max)

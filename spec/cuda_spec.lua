@@ -601,6 +601,10 @@ describe('cuda #gpu', function()
     -- ties take the first maximum, a NaN wins
     local x = fv.tensor({ { { { 1, 1, 0 / 0, 2 }, { 1, 1, 3, 3 } } } }, { dtype = 'float64' })
     check_nn('max pool ties and NaN', function(a) return F.max_pool2d(a, 2) end, { x }, { true })
+    -- an empty plane with padding: every window lies in the padding (max -inf, avg 0)
+    local empty = fv.zeros({ 1, 2, 0, 4 }, { dtype = 'float64' })
+    check_nn('max pool of an empty plane', function(a) return F.max_pool2d(a, 2, { padding = 1 }) end, { empty }, { true })
+    check_nn('avg pool of an empty plane', function(a) return F.avg_pool2d(a, 2, { padding = 1 }) end, { empty }, { true })
   end)
 
   gpu_it('resizes bilinearly (both align_corners) and shuffles channels as the CPU does', function()
@@ -784,6 +788,13 @@ describe('cuda #gpu', function()
       local vc = sample({ 2, 6, 4, 5 }, { dtype = dt, seed = 26 })
       check_nn('criss_cross_attention ' .. dt, function(a, b, c) return F.criss_cross_attention(a, b, c) end,
         { qc, kc, vc }, { true, true, true }, t[1], t[2])
+      -- 400 positions (13 tiles of 32, the last partial), J = H + W - 1 = 38 in 8 segments
+      -- (the last one short), 33 value channels (several chunks)
+      local ql = sample({ 2, 8, 20, 19 }, { dtype = dt, seed = 27 })
+      local kl = sample({ 2, 8, 20, 19 }, { dtype = dt, seed = 28 })
+      local vl = sample({ 2, 33, 20, 19 }, { dtype = dt, seed = 29 })
+      check_nn('criss_cross_attention 20x19 ' .. dt, function(a, b, c) return F.criss_cross_attention(a, b, c) end,
+        { ql, kl, vl }, { true, true, true }, t[1], t[2])
     end
     fv.cuda.set_tf32(tf32)
   end)
