@@ -111,14 +111,22 @@ int set_descs(const char *op, int f64, int64_t B, int64_t C, int64_t S) {
   return FV_OK;
 }
 
-/* Per-channel stand-ins: up to four vectors of C elements in one block of scratch. */
+/* Per-channel stand-ins: up to four vectors of C elements in one block of scratch, each
+ * starting on a 256-byte boundary (as cudaMalloc's pointers: no cuDNN engine meets a
+ * misaligned parameter vector). */
 template <typename T> struct channel_scratch {
   device_buffer buf;
-  int64_t C = 0;
+  int64_t C = 0, stride = 0; /* elements per vector, and between vectors' starts */
   int used = 0;
+  /* room for need vectors of C elements */
+  int reserve(const char *op, int64_t C_, int need) {
+    C = C_;
+    stride = ((C * (int64_t)sizeof(T) + 255) / 256) * 256 / (int64_t)sizeof(T);
+    return buf.get(op, (size_t)need * (size_t)stride * sizeof(T));
+  }
   /* the next vector, every element value (0: a memset) */
   int take(const char *op, T value, T **out) {
-    T *p = (T *)buf.p + (int64_t)used++ * C;
+    T *p = (T *)buf.p + (int64_t)used++ * stride;
     if (value == (T)0) {
       FV_CUDA_TRY(op, cudaMemsetAsync(p, 0, (size_t)C * sizeof(T), fv_cuda_stream));
     } else {
@@ -147,9 +155,8 @@ template <typename T> int bn_forward(const fv_nn_call *c, int f64, int64_t B, in
   const T *inp = fv_nn_ptr<T>(c, 5);
   FV_TRY(set_descs(op, f64, B, C, S));
   channel_scratch<T> s;
-  s.C = C;
   const int need = !weight + !bias + (training ? (!running_mean != !running_var) + (!save_mean != !save_invstd) : 0);
-  FV_TRY(s.buf.get(op, (size_t)need * (size_t)C * sizeof(T)));
+  FV_TRY(s.reserve(op, C, need));
   if (!weight) FV_TRY(s.take(op, (T)1, &weight));
   if (!bias) FV_TRY(s.take(op, (T)0, &bias));
   const T one = 1, zero = 0; /* alpha and beta: double for double data, else float */
@@ -181,10 +188,9 @@ template <typename T> int bn_backward(const fv_nn_call *c, int f64, int64_t B, i
   if (!save_mean || !save_invstd) save_mean = save_invstd = NULL; /* cuDNN then recomputes both */
   FV_TRY(set_descs(op, f64, B, C, S));
   channel_scratch<T> s;
-  s.C = C;
   const int params = dweight || dbias; /* any parameter gradient wanted: add into them */
   const int need = !weight + (params ? !dweight + !dbias : 2);
-  FV_TRY(s.buf.get(op, (size_t)need * (size_t)C * sizeof(T)));
+  FV_TRY(s.reserve(op, C, need));
   if (!weight) FV_TRY(s.take(op, (T)1, &weight));
   if (!dweight) FV_TRY(s.take(op, (T)0, &dweight));
   if (!dbias) FV_TRY(s.take(op, (T)0, &dbias));

@@ -237,14 +237,21 @@ function M.fit(opts)
       best = state.best }
     if position.epoch > o.epochs then return { resumed_finished = true, out_dir = o.out_dir } end
   end
-  local previous_autocast
-  if o.autocast ~= nil and o.autocast ~= false and o.autocast ~= 'none' then
-    if model_device(o.model) ~= 'cuda' then
-      error(("fovea: train.fit: autocast = '%s' needs the model on cuda (model:cuda())"):format(tostring(o.autocast)), 0)
-    end
-    previous_autocast = require('fovea.cuda').set_autocast(o.autocast)
+  local autocast = o.autocast ~= nil and o.autocast ~= false and o.autocast ~= 'none'
+  if autocast and model_device(o.model) ~= 'cuda' then
+    error(("fovea: train.fit: autocast = '%s' needs the model on cuda (model:cuda())"):format(tostring(o.autocast)), 0)
   end
   local log = csvlog.open(log_path, COLUMNS, { append = o.resume })
+  -- set after the log opened (an error there leaves the setting as it was), restored after
+  local previous_autocast
+  if autocast then
+    local set, previous = pcall(require('fovea.cuda').set_autocast, o.autocast)
+    if not set then
+      log:close()
+      error(previous, 0)
+    end
+    previous_autocast = previous
+  end
   local last_row
   local ok, err = pcall(function()
     for e = position.epoch, o.epochs do
