@@ -24,11 +24,12 @@ DEB_PACKAGES = luajit libluajit-5.1-dev libopenblas-dev libdnnl-dev libpng-dev l
 # The CUDA backend (cuda/): built by `make` when nvcc is found (on PATH or in
 # /usr/local/cuda/bin), skipped without a word otherwise. Loaded at run time by
 # lua/fovea/cuda.lua; the CPU build and its specs never need it. CUDA_ARCH: machine code
-# for Hopper (sm_90: H100, H200) and compute_75 PTX, which the driver compiles at load
-# time for any other GPU from Turing on (set CUDA_ARCH to add machine code for yours).
+# for Hopper (sm_90: H100, H200), and compute_80 and compute_75 PTX, which the driver
+# compiles at load time for any other GPU from Turing on (from Ampere on with the
+# mma.sync NAM kernels; set CUDA_ARCH to add machine code for yours).
 NVCC      ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
-CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_75,code=compute_75
+CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80 -gencode arch=compute_75,code=compute_75
 NVCCFLAGS ?= -O2
 BASE_NVCCFLAGS = -std=c++17 -fmad=false -Xcompiler -fPIC,-Wall,-Wextra $(CUDA_ARCH)
 CUDA_SOURCES = $(wildcard cuda/*.cu)

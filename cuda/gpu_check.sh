@@ -41,7 +41,8 @@
 #   bench.txt      bench/gpu.lua: fovea against PyTorch on this GPU (PYTHON: the python
 #                  with torch, default python3); then fovea alone with the cuBLAS NAM
 #                  kernel, both under bf16 autocast, fovea alone with batch norm through
-#                  cuDNN (FOVEA_BATCH_NORM_KERNEL=cudnn, to choose batch norm's default)
+#                  cuDNN (FOVEA_BATCH_NORM_KERNEL=cudnn, to choose batch norm's default),
+#                  NAM alone with the forward at 4 and at 5 blocks per SM (build-nam5)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$(pwd)
@@ -60,7 +61,7 @@ step() {
   local name=$1
   shift
   local start=$SECONDS
-  timeout "$limit" "$@"
+  timeout -k 10 "$limit" "$@" # SIGKILL 10 s after the SIGTERM if the command ignores it
   local status=$?
   printf '%-28s %s (%ss)\n' "$name" "$([ $status -eq 0 ] && echo ok || echo "FAILED: exit $status")" \
     "$((SECONDS - start))" | tee -a "$summary" >&3
@@ -104,7 +105,7 @@ echo "libraries                    $(ls build/*.so | tr '\n' ' ')" | tee -a "$su
 if ldd build/libfovea_cuda.so 2>/dev/null | grep -q 'libcudnn.so.9 => not found'; then
   cudnn=$(find / -xdev -name 'libcudnn.so.9' -not -path '/proc/*' 2>/dev/null | head -n 1)
   if [ -n "$cudnn" ]; then
-    export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$(dirname "$cudnn")"
+    export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$(dirname "$cudnn")"
     echo "cudnn                        $(dirname "$cudnn")" | tee -a "$summary"
   fi
 fi
@@ -126,8 +127,10 @@ busted_bin="$runtime/root/usr/bin/busted"
 (
   step "messidor --device cuda" luajit recipes/messidor.lua --device cuda --workers 8 --threads 8 \
     --out "$out/.messidor-run" --cache "$out/.messidor-cache" >"$out/messidor.txt" 2>&1
+  status=$?
   { echo "== results.md"; cat "$out/.messidor-run/results.md"; } >>"$out/messidor.txt" 2>&1
   rm -rf "$out/.messidor-run" "$out/.messidor-cache"
+  exit $status # the step's status, for the wait below
 ) &
 job=$!
 
@@ -164,6 +167,26 @@ grep -E '^(fovea|torch) ' "$out/bench.txt" | tail -n 13 | sed 's/^/  bench (bf16
 step "gpu bench (cudnn batch norm)" env FOVEA_BATCH_NORM_KERNEL=cudnn luajit bench/gpu.lua \
   --runs "${FOVEA_BENCH_RUNS:-3}" --python none >>"$out/bench.txt" 2>&1
 grep -E '^fovea ' "$out/bench.txt" | tail -n 9 | sed 's/^/  bench (cudnn bn): /' | tee -a "$summary"
+
+# ---- NAM's forward kernel allowed 5 blocks per SM against the default 4 (FV_NAM_FORWARD_BLOCKS
+# in cuda/nn_nam_mma.cu): a copy of build/ with only nn_nam_mma.o rebuilt (the copy's files
+# touched so that make rebuilds nothing else; its libfovea.so then a link to build's, so
+# that one core library is loaded), NAM alone timed with each library; appended to bench.txt ----
+nam_blocks_5() {
+  rm -rf build-nam5 && cp -a build build-nam5 && find build-nam5 -exec touch {} + &&
+    rm -f build-nam5/cuda/nn_nam_mma.o build-nam5/libfovea_cuda.so &&
+    make -j16 BUILD=build-nam5 DNNL= NVCCFLAGS='-O2 -DFV_NAM_FORWARD_BLOCKS=5' cuda >>"$out/build.log" 2>&1 &&
+    ln -sf "$root/build/libfovea.so" build-nam5/libfovea.so &&
+    { echo; echo "== NAM alone, FV_NAM_FORWARD_BLOCKS=4 (the default build)"; } >>"$out/bench.txt" &&
+    luajit bench/gpu_nam_kernels.lua --passes 8 >>"$out/bench.txt" 2>&1 &&
+    { echo; echo "== NAM alone, FV_NAM_FORWARD_BLOCKS=5"; } >>"$out/bench.txt" &&
+    FOVEA_CUDA_LIB="$root/build-nam5/libfovea_cuda.so" luajit bench/gpu_nam_kernels.lua --passes 8 \
+      >>"$out/bench.txt" 2>&1
+}
+export -f nam_blocks_5
+export out root
+step "NAM forward 4 or 5 blocks/SM" bash -c nam_blocks_5
+grep -E '^median' "$out/bench.txt" | tail -n 2 | sed 's/^/  NAM forward blocks 4, 5: /' | tee -a "$summary"
 
 # ---- where a training step's time goes: every backend call timed (FOVEA_CUDA_PROFILE) ----
 step "gpu profile" env FOVEA_CUDA_PROFILE=1 luajit bench/gpu_profile.lua >"$out/profile.txt" 2>&1

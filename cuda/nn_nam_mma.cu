@@ -3,9 +3,8 @@
  * (m16n8k16), float32 accumulation either way. FlashAttention-2's schedule with the
  * scores, the softmax state and the accumulators in registers: a block of 4 warps takes
  * 64 rows (queries, or keys in the dK/dV pass), each warp 16 of them; 64-row tiles of the
- * other side stream through shared memory (float32). Only P (or dS) goes through a
- * per-warp shared tile, to turn the accumulator layout into the A-operand layout of the
- * next product.
+ * other side stream through shared memory (float32). P (or dS) stays in registers: the
+ * accumulator fragments of one product are the A fragments of the next (warp_mma_p).
  *   forward   S = Q K^T, online max and sum per row (quad shuffles), O = O alpha + P V;
  *             writes out (B, N, Cv) and lse (B, N).
  *   backward  delta (nam_tiles.cuh); per 64-key block S^T = K Q^T, dP^T = V dO^T,
@@ -14,13 +13,13 @@
  *             every run. Each adds (+=) into its gradient, which may be NULL.
  * Accumulator layout (both kinds), lane = 4 g + t: c0 (g, 2t), c1 (g, 2t+1), c2 (g+8, 2t),
  * c3 (g+8, 2t+1); the operand layouts are at warp_mma. TF32 operands are rounded with
- * cvt.rna once, as they enter shared memory (tile loads, and P or dS when a warp stores
- * them), not at each fragment load (the same bits reach the tensor cores, with about a
- * third of the conversions); bfloat16 ones to nearest even, at each fragment load.
+ * cvt.rna once, as they enter shared memory (tile loads), and P or dS as they become A
+ * fragments, not at each fragment load; bfloat16 ones to nearest even, at each fragment
+ * load.
  * D and Cv are padded to DP (16, 32, 64) and CP (32, 64) with zeros; sm_80 and later
- * (the kernels compile empty for the compute_75 PTX). nn_nam.cu chooses it. Each kernel's
- * prologue (nam_block) and the host side (run_kernels) are nam_tiles.cuh's, shared with
- * nn_nam_flash.cu.
+ * (the kernels compile empty for compute_75, which mma_ready refuses). nn_nam.cu
+ * chooses it. Each kernel's prologue (nam_block) and the host side (run_kernels) are
+ * nam_tiles.cuh's, shared with nn_nam_flash.cu.
  * Build: nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/nn_nam_mma.cu -o build/cuda/nn_nam_mma.o */
 #include <cuda_bf16.h>
 
@@ -38,12 +37,20 @@
 namespace {
 using namespace nam_tiles;
 
-constexpr int WARP_ROWS = 16;          /* rows per warp */
-constexpr int BLOCK = 128;             /* 4 warps: TILE rows */
-constexpr int LP = TILE + 4;           /* row stride of a warp's P tile (16, LP) */
-constexpr int PW = WARP_ROWS * LP;     /* floats of a warp's P tile */
+constexpr int BLOCK = 128; /* 4 warps: TILE rows */
+
+/* Blocks per SM that the forward's registers must allow (__launch_bounds__): 4 (102
+ * registers, no spill at DP 32, CP 64) or 5 (96 registers, 36 bytes spilled; with 132
+ * SMs the 592 blocks of the batch-4 NAM fit one wave instead of 1.12). cuda/gpu_check.sh
+ * times both. The dK/dV kernel asks for 4 (128 registers, no spill at DP 32, CP 64, where
+ * it would take 161 and allow 3). */
+#ifndef FV_NAM_FORWARD_BLOCKS
+#define FV_NAM_FORWARD_BLOCKS 4
+#endif
 
 #if FV_NAM_MMA
+constexpr int WARP_ROWS = 16; /* rows per warp */
+
 __device__ __forceinline__ uint32_t tf32(float x) {
   uint32_t r;
   asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
@@ -76,16 +83,16 @@ __device__ __forceinline__ uint32_t bf16x2(float lo, float hi) {
   return *reinterpret_cast<const uint32_t *>(&v);
 }
 
-/* acc[j] += A (16 x K: rows at a, stride lda) times B (K x 8 NT). B_ROWS: B(k, n) =
- * b[n * ldb + k] (the rows of b are B's columns, as K for Q K^T); else B(k, n) =
- * b[k * ldb + n]. BF16: operands rounded to bfloat16 here, m16n8k16 (K a multiple of 16);
- * else TF32, m16n8k8, on operands already rounded to TF32 (tile_conv, warp_store). Fragments (PTX ISA) for lane 4 g + t: TF32 A a0 (g, t), a1 (g+8, t),
+/* acc[j] += A (16 x K: rows at a, stride lda) times B (K x 8 NT), B(k, n) = b[n * ldb + k]
+ * (the rows of b are B's columns, as K for Q K^T). BF16: operands rounded to bfloat16
+ * here, m16n8k16 (K a multiple of 16); else TF32, m16n8k8, on operands already rounded to
+ * TF32 (tile_conv). Fragments (PTX ISA) for lane 4 g + t: TF32 A a0 (g, t), a1 (g+8, t),
  * a2 (g, t+4), a3 (g+8, t+4), B b0 (t, g), b1 (t+4, g); BF16 A a0 (g, 2t..2t+1), a1 (g+8,
  * 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..), B b0 (2t..2t+1, g), b1 (2t+8..2t+9, g). */
-template <int K, int NT, bool B_ROWS, bool BF16>
+template <int K, int NT, bool BF16>
 __device__ __forceinline__ void warp_mma(float (&acc)[NT][4], const float *a, int lda, const float *b, int ldb) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  auto B = [&](int kk, int n) { return B_ROWS ? b[n * ldb + kk] : b[kk * ldb + n]; };
+  auto B = [&](int kk, int n) { return b[n * ldb + kk]; };
   if (BF16) {
 #pragma unroll 2
     for (int k0 = 0; k0 < K; k0 += 16) {
@@ -129,23 +136,50 @@ __device__ __forceinline__ void products(float (&s)[8][4], float (&dp)[8][4], co
   constexpr int LQ = DP + 4, LV = CP + 4;
   zero(s);
   zero(dp);
-  warp_mma<DP, 8, true, BF16>(s, a + w * WARP_ROWS * LQ, LQ, b, LQ);
-  warp_mma<CP, 8, true, BF16>(dp, c + w * WARP_ROWS * LV, LV, e, LV);
+  warp_mma<DP, 8, BF16>(s, a + w * WARP_ROWS * LQ, LQ, b, LQ);
+  warp_mma<CP, 8, BF16>(dp, c + w * WARP_ROWS * LV, LV, e, LV);
 }
 
 /* How a kernel's shared tiles hold their values: rounded to TF32 for the TF32 products,
  * as they are for the bfloat16 ones (warp_mma rounds those itself). */
 template <bool BF16> using tile_conv = typename std::conditional<BF16, as_is, to_tf32>::type;
 
-/* The warp's tile p (16 x 8 NT, stride LP) = acc (through tile_conv: an A operand of the
- * next product), element (g + 8 (q >> 1), 8 j + 2 t + (q & 1)). */
-template <bool BF16, int NT> __device__ __forceinline__ void warp_store(float *p, const float (&acc)[NT][4]) {
+/* acc[n] += P (16 x 64: the accumulators p of a product against a 64-row tile, P(g + 8 (e
+ * >> 1), 8 j + 2 t + (e & 1)) = p[j][e]) times B (64 x 8 NT), B(k, n) = b[k * ldb + n]: P
+ * goes from registers straight into A fragments. BF16: the accumulators of column tiles 2i
+ * and 2i+1 are m16n8k16's A fragment for k = 16i .. 16i+15 as they are (a0 = p[2i][0..1],
+ * a1 = p[2i][2..3], a2 = p[2i+1][0..1], a3 = p[2i+1][2..3]). TF32: a lane holds columns 2t
+ * and 2t+1 of tile j where m16n8k8 wants t and t+4, so the sum over the tile's 8 k runs in
+ * another order: fragment index kappa stands for column 2 kappa (kappa < 4) or 2 (kappa - 4)
+ * + 1, A's a0, a1, a2, a3 are p[j][0], p[j][2], p[j][1], p[j][3], and B's b0, b1 rows 8 j +
+ * 2 t and 8 j + 2 t + 1 (with P rounded to TF32 here). */
+template <int NT, bool BF16>
+__device__ __forceinline__ void warp_mma_p(float (&acc)[NT][4], const float (&p)[8][4], const float *b, int ldb) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const tile_conv<BF16> conv;
+  if (BF16) {
 #pragma unroll
-  for (int j = 0; j < NT; j++)
+    for (int i = 0; i < 4; i++) {
+      const uint32_t fa[4] = { bf16x2(p[2 * i][0], p[2 * i][1]), bf16x2(p[2 * i][2], p[2 * i][3]),
+                               bf16x2(p[2 * i + 1][0], p[2 * i + 1][1]), bf16x2(p[2 * i + 1][2], p[2 * i + 1][3]) };
+      const float *r = b + (16 * i + 2 * t) * ldb; /* rows 16 i + 2 t, +1, +8, +9 */
 #pragma unroll
-    for (int q = 0; q < 4; q++) p[(g + 8 * (q >> 1)) * LP + 8 * j + 2 * t + (q & 1)] = conv(acc[j][q]);
+      for (int j = 0; j < NT; j++) {
+        const int n = 8 * j + g;
+        mma16_bf16(acc[j], fa, bf16x2(r[n], r[ldb + n]), bf16x2(r[8 * ldb + n], r[9 * ldb + n]));
+      }
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      const uint32_t fa[4] = { tf32(p[i][0]), tf32(p[i][2]), tf32(p[i][1]), tf32(p[i][3]) };
+      const float *r = b + (8 * i + 2 * t) * ldb; /* rows 8 i + 2 t, +1 */
+#pragma unroll
+      for (int j = 0; j < NT; j++) {
+        const int n = 8 * j + g;
+        mma8(acc[j], fa, __float_as_uint(r[n]), __float_as_uint(r[ldb + n]));
+      }
+    }
+  }
 }
 
 /* gp[(r0 + row) * cols + col] += acc over the warp's 16 rows at r0, inside rows x cols; gp may be NULL. */
@@ -175,7 +209,7 @@ __device__ __forceinline__ float quad_sum(float v) {
 #endif
 
 template <int DP, int CP, bool BF16>
-__global__ void __launch_bounds__(BLOCK)
+__global__ void __launch_bounds__(BLOCK, FV_NAM_FORWARD_BLOCKS)
     mma_forward(float *out, float *lse, const float *q, const float *k, const float *v, int64_t N, int64_t M, int D,
                 int Cv, float scale) {
 #if FV_NAM_MMA
@@ -185,7 +219,6 @@ __global__ void __launch_bounds__(BLOCK)
   float *Ks = Qs + TILE * LQ; /* (64, LQ) */
   float *Vs = Ks + TILE * LQ; /* (64, LV) */
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  float *Pw = Vs + TILE * LV + w * PW; /* this warp's (16, LP) */
   const nam_block at(q, NULL, N, k, v, M, D, Cv); /* owns queries, streams keys */
   at.load_own<DP, BLOCK>(Qs, LQ, tile_conv<BF16>());
   float o[CP / 8][4], m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.f, 0.f };
@@ -196,7 +229,7 @@ __global__ void __launch_bounds__(BLOCK)
     __syncthreads();
     float s[8][4];
     zero(s);
-    warp_mma<DP, 8, true, BF16>(s, Qs + w * WARP_ROWS * LQ, LQ, Ks, LQ);
+    warp_mma<DP, 8, BF16>(s, Qs + w * WARP_ROWS * LQ, LQ, Ks, LQ);
     float mx[2] = { -INFINITY, -INFINITY };
 #pragma unroll
     for (int j = 0; j < 8; j++)
@@ -225,10 +258,7 @@ __global__ void __launch_bounds__(BLOCK)
     for (int j = 0; j < CP / 8; j++)
 #pragma unroll
       for (int e = 0; e < 4; e++) o[j][e] *= alpha[e >> 1];
-    warp_store<BF16>(Pw, s);
-    __syncwarp();
-    warp_mma<TILE, CP / 8, false, BF16>(o, Pw, LP, Vs, LV);
-    __syncwarp(); /* Pw is read before the next tile writes it */
+    warp_mma_p<CP / 8, BF16>(o, s, Vs, LV);
   }
 #pragma unroll
   for (int h = 0; h < 2; h++) {
@@ -249,7 +279,7 @@ __global__ void __launch_bounds__(BLOCK)
 
 /* dK and dV of one 64-key block against every query tile; warp rows are keys. */
 template <int DP, int CP, bool BF16>
-__global__ void __launch_bounds__(BLOCK)
+__global__ void __launch_bounds__(BLOCK, 4)
     mma_dkdv(float *dk, float *dv, const float *q, const float *k, const float *v, const float *dout,
              const float *lse, const float *delta, int64_t N, int64_t M, int D, int Cv, float scale) {
 #if FV_NAM_MMA
@@ -262,7 +292,6 @@ __global__ void __launch_bounds__(BLOCK)
   float *Ls = dOs + TILE * LV;  /* (64): lse of the query tile, +inf past N */
   float *Dl = Ls + TILE;        /* (64): delta of the query tile */
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3;
-  float *Pw = Dl + TILE + w * PW; /* this warp's (16, LP) */
   const nam_block at(k, v, M, q, dout, N, D, Cv); /* owns keys, streams queries */
   at.load_own<DP, CP, BLOCK>(Ks, LQ, Vs, LV, tile_conv<BF16>());
   float dka[DP / 8][4], dva[CP / 8][4];
@@ -284,14 +313,8 @@ __global__ void __launch_bounds__(BLOCK)
         st[j][e] = p;
         dpt[j][e] = p * (dpt[j][e] - Dl[qc]) * scale;
       }
-    warp_store<BF16>(Pw, st);
-    __syncwarp();
-    warp_mma<TILE, CP / 8, false, BF16>(dva, Pw, LP, dOs, LV); /* dV += P^T dO */
-    __syncwarp();
-    warp_store<BF16>(Pw, dpt);
-    __syncwarp();
-    warp_mma<TILE, DP / 8, false, BF16>(dka, Pw, LP, Qs, LQ); /* dK += dS^T Q */
-    __syncwarp();
+    warp_mma_p<CP / 8, BF16>(dva, st, dOs, LV);  /* dV += P^T dO */
+    warp_mma_p<DP / 8, BF16>(dka, dpt, Qs, LQ); /* dK += dS^T Q */
   }
   warp_add(at.grad(dk, M, D), dka, at.row0 + w * WARP_ROWS, M, D);
   warp_add(at.grad(dv, M, Cv), dva, at.row0 + w * WARP_ROWS, M, Cv);
@@ -311,7 +334,6 @@ __global__ void __launch_bounds__(BLOCK)
   float *Ks = dOs + TILE * LV;  /* (64, LQ) */
   float *Vs = Ks + TILE * LQ;   /* (64, LV) */
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  float *Pw = Vs + TILE * LV + w * PW; /* this warp's (16, LP) */
   const nam_block at(q, dout, N, k, v, M, D, Cv); /* owns queries, streams keys */
   at.load_own<DP, CP, BLOCK>(Qs, LQ, dOs, LV, tile_conv<BF16>());
   float L[2], Dr[2];
@@ -333,10 +355,7 @@ __global__ void __launch_bounds__(BLOCK)
         const float p = (c0 + 8 * j + 2 * t + (e & 1) < M) ? expf(s[j][e] * scale - L[h]) : 0.f;
         s[j][e] = p * (dp[j][e] - Dr[h]) * scale;
       }
-    warp_store<BF16>(Pw, s);
-    __syncwarp();
-    warp_mma<TILE, DP / 8, false, BF16>(dqa, Pw, LP, Ks, LQ); /* dQ += dS K */
-    __syncwarp();
+    warp_mma_p<DP / 8, BF16>(dqa, s, Ks, LQ); /* dQ += dS K */
   }
   warp_add(at.grad(dq, N, D), dqa, at.row0 + w * WARP_ROWS, N, D);
 #endif
@@ -344,12 +363,12 @@ __global__ void __launch_bounds__(BLOCK)
 
 /* Shared bytes of each kernel for DP, CP. */
 constexpr size_t forward_smem(int DP, int CP) {
-  return sizeof(float) * (TILE * (2 * (DP + 4) + (CP + 4)) + 4 * PW);
+  return sizeof(float) * TILE * (2 * (DP + 4) + (CP + 4));
 }
 constexpr size_t dkdv_smem(int DP, int CP) {
-  return sizeof(float) * (TILE * (2 * (DP + 4) + 2 * (CP + 4)) + 2 * TILE + 4 * PW);
+  return sizeof(float) * (TILE * (2 * (DP + 4) + 2 * (CP + 4)) + 2 * TILE);
 }
-constexpr size_t dq_smem(int DP, int CP) { return sizeof(float) * (TILE * (2 * (DP + 4) + 2 * (CP + 4)) + 4 * PW); }
+constexpr size_t dq_smem(int DP, int CP) { return sizeof(float) * TILE * (2 * (DP + 4) + 2 * (CP + 4)); }
 
 template <int DP, int CP, bool BF16> int run(const fv_nn_call *c, int backward) {
   const kernel_set ks = {mma_forward<DP, CP, BF16>, mma_dkdv<DP, CP, BF16>, mma_dq<DP, CP, BF16>, BLOCK,
@@ -373,19 +392,25 @@ template <bool BF16> int run_dp(const fv_nn_call *c, int backward, int dp, int c
 
 } // namespace
 
-/* Whether the GPU has TF32 mma.sync (compute capability 8.0 or later). */
+/* Whether the kernels this GPU runs hold their mma.sync code: built from sm_80 or later
+ * PTX. A compute capability of 8 or more is not enough: a GPU with no cubin of its own in
+ * the build runs the driver's compilation of the newest PTX it can take, and in a build
+ * whose CUDA_ARCH has only compute_75 PTX (the Makefile's default adds compute_80) the
+ * kernels there are empty. */
 static int mma_ready(void) {
   static int ready = -1;
   if (ready < 0) {
-    int device = 0, major = 0;
-    ready = cudaGetDevice(&device) == cudaSuccess &&
-            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 8;
+    cudaFuncAttributes attr;
+    const cudaError_t e = cudaFuncGetAttributes(&attr, mma_forward<16, 32, false>);
+    if (e != cudaSuccess) cudaGetLastError(); /* not a later launch's error */
+    ready = e == cudaSuccess && attr.ptxVersion >= 80;
   }
   return ready;
 }
 
 /* The fused kernels, TF32 or (bf16) bfloat16 operands: *taken = 0 when D or Cv is over 64,
- * B over 65535, or the GPU older than sm_80 (nn_nam.cu then chooses another). */
+ * B over 65535, or the GPU runs them without mma code (mma_ready; nn_nam.cu then chooses
+ * another). */
 int fv_cuda_nam_mma(const fv_nn_call *c, int backward, int bf16, int *taken) {
   const fv_tensor *q = c->t[backward ? 4 : 2], *v = c->t[backward ? 6 : 4];
   const int dp = padded(q->sizes[2]), cp = padded(v->sizes[2]);
