@@ -6,7 +6,8 @@
  * other side stream through shared memory (float32). P (or dS) stays in registers: the
  * accumulator fragments of one product are the A fragments of the next (warp_mma_p).
  *   forward   S = Q K^T, online max and sum per row (quad shuffles), O = O alpha + P V;
- *             writes out (B, N, Cv) and lse (B, N).
+ *             writes out (B, N, Cv) and lse (B, N). The exponentials are base 2
+ *             (exp2_approx) on scores scaled by log2(e) too, in every kernel.
  *   backward  delta (nam_tiles.cuh); per 64-key block S^T = K Q^T, dP^T = V dO^T,
  *             P^T and dS^T = P^T (dP^T - delta) scale, dV += P^T dO, dK += dS^T Q; per
  *             64-query block S, dP, dS, dQ += dS K. No atomics: the same gradients on
@@ -62,6 +63,17 @@ __device__ __forceinline__ uint32_t tf32(float x) {
 struct to_tf32 {
   __device__ __forceinline__ float operator()(float x) const { return __uint_as_float(tf32(x)); }
 };
+
+/* 2^x by the special function unit (ex2.approx.ftz: relative error about 2^-22, far
+ * below TF32's and bfloat16's; 2^-inf = 0, results below 2^-126 flushed to 0), one
+ * instruction where expf takes about eight: the softmax runs in base 2, on scores scaled
+ * by scale * log2(e). */
+__device__ __forceinline__ float exp2_approx(float x) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
+constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
 
 __device__ __forceinline__ void mma8(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -221,6 +233,7 @@ __global__ void __launch_bounds__(BLOCK, FV_NAM_FORWARD_BLOCKS)
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const nam_block at(q, NULL, N, k, v, M, D, Cv); /* owns queries, streams keys */
   at.load_own<DP, BLOCK>(Qs, LQ, tile_conv<BF16>());
+  const float scale2 = scale * LOG2E; /* scores in base 2: m and the exponents too */
   float o[CP / 8][4], m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.f, 0.f };
   zero(o);
   for (int64_t c0 = 0; c0 < M; c0 += TILE) {
@@ -235,21 +248,21 @@ __global__ void __launch_bounds__(BLOCK, FV_NAM_FORWARD_BLOCKS)
     for (int j = 0; j < 8; j++)
 #pragma unroll
       for (int e = 0; e < 4; e++) {
-        s[j][e] = (c0 + 8 * j + 2 * t + (e & 1) < M) ? s[j][e] * scale : -INFINITY;
+        s[j][e] = (c0 + 8 * j + 2 * t + (e & 1) < M) ? s[j][e] * scale2 : -INFINITY;
         mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
       }
     float alpha[2], sum[2] = { 0.f, 0.f };
 #pragma unroll
     for (int h = 0; h < 2; h++) {
       const float mnew = fmaxf(m[h], quad_max(mx[h])); /* finite: column c0 is a key */
-      alpha[h] = expf(m[h] - mnew);
+      alpha[h] = exp2_approx(m[h] - mnew);
       m[h] = mnew;
     }
 #pragma unroll
     for (int j = 0; j < 8; j++)
 #pragma unroll
       for (int e = 0; e < 4; e++) {
-        s[j][e] = expf(s[j][e] - m[e >> 1]);
+        s[j][e] = exp2_approx(s[j][e] - m[e >> 1]);
         sum[e >> 1] += s[j][e];
       }
 #pragma unroll
@@ -272,7 +285,7 @@ __global__ void __launch_bounds__(BLOCK, FV_NAM_FORWARD_BLOCKS)
         const int col = 8 * j + 2 * t + e;
         if (col < Cv) out[(at.b * N + r) * Cv + col] = o[j][2 * h + e] * inv;
       }
-    if (t == 0) lse[at.b * N + r] = m[h] + logf(l[h]);
+    if (t == 0) lse[at.b * N + r] = m[h] * LN2 + logf(l[h]); /* natural log, as the CPU's */
   }
 #endif
 }
@@ -294,6 +307,7 @@ __global__ void __launch_bounds__(BLOCK, 4)
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3;
   const nam_block at(k, v, M, q, dout, N, D, Cv); /* owns keys, streams queries */
   at.load_own<DP, CP, BLOCK>(Ks, LQ, Vs, LV, tile_conv<BF16>());
+  const float scale2 = scale * LOG2E; /* P = 2^(S scale log2 e - lse log2 e) */
   float dka[DP / 8][4], dva[CP / 8][4];
   zero(dka);
   zero(dva);
@@ -309,7 +323,7 @@ __global__ void __launch_bounds__(BLOCK, 4)
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int qc = 8 * j + 2 * t + (e & 1);
-        const float p = expf(st[j][e] * scale - Ls[qc]);
+        const float p = exp2_approx(st[j][e] * scale2 - Ls[qc] * LOG2E);
         st[j][e] = p;
         dpt[j][e] = p * (dpt[j][e] - Dl[qc]) * scale;
       }
@@ -338,7 +352,11 @@ __global__ void __launch_bounds__(BLOCK)
   at.load_own<DP, CP, BLOCK>(Qs, LQ, dOs, LV, tile_conv<BF16>());
   float L[2], Dr[2];
 #pragma unroll
-  for (int h = 0; h < 2; h++) at.row_stats(&L[h], &Dr[h], lse, delta, at.row0 + w * WARP_ROWS + g + 8 * h, N);
+  for (int h = 0; h < 2; h++) {
+    at.row_stats(&L[h], &Dr[h], lse, delta, at.row0 + w * WARP_ROWS + g + 8 * h, N);
+    L[h] *= LOG2E; /* P = 2^(S scale log2 e - lse log2 e) */
+  }
+  const float scale2 = scale * LOG2E;
   float dqa[DP / 8][4];
   zero(dqa);
   for (int64_t c0 = 0; c0 < M; c0 += TILE) {
@@ -352,7 +370,7 @@ __global__ void __launch_bounds__(BLOCK)
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int h = e >> 1;
-        const float p = (c0 + 8 * j + 2 * t + (e & 1) < M) ? expf(s[j][e] * scale - L[h]) : 0.f;
+        const float p = (c0 + 8 * j + 2 * t + (e & 1) < M) ? exp2_approx(s[j][e] * scale2 - L[h]) : 0.f;
         s[j][e] = p * (dp[j][e] - Dr[h]) * scale;
       }
     warp_mma_p<DP / 8, BF16>(dqa, s, Ks, LQ); /* dQ += dS K */
