@@ -24,14 +24,29 @@ struct as_is {
 };
 
 /* dst[r][c] (row stride ld) = conv(src[(r0 + r) * cols + c]) for r < 64, c < W; zero
- * outside rows x cols. Blocks of NT threads. */
-template <int W, int NT = THREADS, typename Conv = as_is>
+ * outside rows x cols. Blocks of NT threads. VEC: in 16-byte pieces (a float4 load and
+ * store per 4 columns), for callers that guarantee W, cols and ld multiples of 4 and src
+ * and dst 16-byte aligned (one path only: both in one kernel cost the mma kernels
+ * registers and spills); else a float at a time. */
+template <int W, int NT = THREADS, bool VEC = false, typename Conv = as_is>
 __device__ __forceinline__ void load_tile(float *dst, int ld, const float *src, int64_t r0, int64_t rows, int cols,
                                           Conv conv = Conv()) {
-  for (int e = threadIdx.x; e < TILE * W; e += NT) {
-    const int r = e / W, c = e % W;
-    const int64_t gr = r0 + r;
-    dst[r * ld + c] = (gr < rows && c < cols) ? conv(src[gr * cols + c]) : 0.f;
+  if constexpr (VEC) {
+    static_assert(W % 4 == 0, "load_tile: 16-byte pieces need W a multiple of 4");
+    constexpr int W4 = W / 4; /* pieces per row */
+    for (int e = threadIdx.x; e < TILE * W4; e += NT) {
+      const int r = e / W4, c = 4 * (e % W4);
+      const int64_t gr = r0 + r;
+      float4 x = make_float4(0.f, 0.f, 0.f, 0.f); /* cols % 4 == 0: a piece is wholly in or out */
+      if (gr < rows && c < cols) x = *reinterpret_cast<const float4 *>(src + gr * cols + c);
+      *reinterpret_cast<float4 *>(dst + r * ld + c) = make_float4(conv(x.x), conv(x.y), conv(x.z), conv(x.w));
+    }
+  } else {
+    for (int e = threadIdx.x; e < TILE * W; e += NT) {
+      const int r = e / W, c = e % W;
+      const int64_t gr = r0 + r;
+      dst[r * ld + c] = (gr < rows && c < cols) ? conv(src[gr * cols + c]) : 0.f;
+    }
   }
 }
 
@@ -65,23 +80,23 @@ struct nam_block {
         str_rows(str_rows_) {}
 
   /* The block's own rows of the D-wide operand into A (WA wide, row stride lda), each
-   * value through conv (load_tile); zero past the side's rows. */
-  template <int WA, int NT = THREADS, typename Conv = as_is>
+   * value through conv (load_tile, VEC as there); zero past the side's rows. */
+  template <int WA, int NT = THREADS, bool VEC = false, typename Conv = as_is>
   __device__ __forceinline__ void load_own(float *A, int lda, Conv conv = Conv()) const {
-    load_tile<WA, NT>(A, lda, own_d + b * own_rows * D, row0, own_rows, D, conv);
+    load_tile<WA, NT, VEC>(A, lda, own_d + b * own_rows * D, row0, own_rows, D, conv);
   }
   /* The same, then those rows of the Cv-wide operand into C (WC wide, stride ldc). */
-  template <int WA, int WC, int NT = THREADS, typename Conv = as_is>
+  template <int WA, int WC, int NT = THREADS, bool VEC = false, typename Conv = as_is>
   __device__ __forceinline__ void load_own(float *A, int lda, float *C, int ldc, Conv conv = Conv()) const {
-    load_own<WA, NT>(A, lda, conv);
-    load_tile<WC, NT>(C, ldc, own_c + b * own_rows * Cv, row0, own_rows, Cv, conv);
+    load_own<WA, NT, VEC>(A, lda, conv);
+    load_tile<WC, NT, VEC>(C, ldc, own_c + b * own_rows * Cv, row0, own_rows, Cv, conv);
   }
   /* Streamed rows r0 .. r0+63 of both operands into A and C, as load_own. */
-  template <int WA, int WC, int NT = THREADS, typename Conv = as_is>
+  template <int WA, int WC, int NT = THREADS, bool VEC = false, typename Conv = as_is>
   __device__ __forceinline__ void load_streamed(float *A, int lda, float *C, int ldc, int64_t r0,
                                                 Conv conv = Conv()) const {
-    load_tile<WA, NT>(A, lda, str_d, r0, str_rows, D, conv);
-    load_tile<WC, NT>(C, ldc, str_c, r0, str_rows, Cv, conv);
+    load_tile<WA, NT, VEC>(A, lda, str_d, r0, str_rows, D, conv);
+    load_tile<WC, NT, VEC>(C, ldc, str_c, r0, str_rows, Cv, conv);
   }
 
   /* *L, *Dr = lse and delta of query row r of the batch; +inf and 0 past N (p is then 0). */

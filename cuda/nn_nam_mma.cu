@@ -40,8 +40,8 @@ using namespace nam_tiles;
 
 constexpr int BLOCK = 128; /* 4 warps: TILE rows */
 
-/* Blocks per SM that the forward's registers must allow (__launch_bounds__): 4 (102
- * registers, no spill at DP 32, CP 64) or 5 (96 registers, 36 bytes spilled; with 132
+/* Blocks per SM that the forward's registers must allow (__launch_bounds__): 4 (128
+ * registers, no spill at DP 32, CP 64) or 5 (96 registers, 28 bytes spilled; with 132
  * SMs the 592 blocks of the batch-4 NAM fit one wave instead of 1.12). cuda/gpu_check.sh
  * times both. The dK/dV kernel asks for 4 (128 registers, no spill at DP 32, CP 64, where
  * it would take 161 and allow 3). */
@@ -232,13 +232,13 @@ __global__ void __launch_bounds__(BLOCK, FV_NAM_FORWARD_BLOCKS)
   float *Vs = Ks + TILE * LQ; /* (64, LV) */
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const nam_block at(q, NULL, N, k, v, M, D, Cv); /* owns queries, streams keys */
-  at.load_own<DP, BLOCK>(Qs, LQ, tile_conv<BF16>());
+  at.load_own<DP, BLOCK, true>(Qs, LQ, tile_conv<BF16>());
   const float scale2 = scale * LOG2E; /* scores in base 2: m and the exponents too */
   float o[CP / 8][4], m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.f, 0.f };
   zero(o);
   for (int64_t c0 = 0; c0 < M; c0 += TILE) {
     __syncthreads(); /* the last tile's K and V are used up */
-    at.load_streamed<DP, CP, BLOCK>(Ks, LQ, Vs, LV, c0, tile_conv<BF16>());
+    at.load_streamed<DP, CP, BLOCK, true>(Ks, LQ, Vs, LV, c0, tile_conv<BF16>());
     __syncthreads();
     float s[8][4];
     zero(s);
@@ -306,14 +306,14 @@ __global__ void __launch_bounds__(BLOCK, 4)
   float *Dl = Ls + TILE;        /* (64): delta of the query tile */
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3;
   const nam_block at(k, v, M, q, dout, N, D, Cv); /* owns keys, streams queries */
-  at.load_own<DP, CP, BLOCK>(Ks, LQ, Vs, LV, tile_conv<BF16>());
+  at.load_own<DP, CP, BLOCK, true>(Ks, LQ, Vs, LV, tile_conv<BF16>());
   const float scale2 = scale * LOG2E; /* P = 2^(S scale log2 e - lse log2 e) */
   float dka[DP / 8][4], dva[CP / 8][4];
   zero(dka);
   zero(dva);
   for (int64_t r0 = 0; r0 < N; r0 += TILE) {
     __syncthreads(); /* the last query tile is used up */
-    at.load_streamed<DP, CP, BLOCK>(Qs, LQ, dOs, LV, r0, tile_conv<BF16>());
+    at.load_streamed<DP, CP, BLOCK, true>(Qs, LQ, dOs, LV, r0, tile_conv<BF16>());
     at.tile_stats(Ls, Dl, lse, delta, r0, N);
     __syncthreads();
     float st[8][4], dpt[8][4]; /* (16 keys, 64 queries): S^T and dP^T */
@@ -349,7 +349,7 @@ __global__ void __launch_bounds__(BLOCK)
   float *Vs = Ks + TILE * LQ;   /* (64, LV) */
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const nam_block at(q, dout, N, k, v, M, D, Cv); /* owns queries, streams keys */
-  at.load_own<DP, CP, BLOCK>(Qs, LQ, dOs, LV, tile_conv<BF16>());
+  at.load_own<DP, CP, BLOCK, true>(Qs, LQ, dOs, LV, tile_conv<BF16>());
   float L[2], Dr[2];
 #pragma unroll
   for (int h = 0; h < 2; h++) {
@@ -361,7 +361,7 @@ __global__ void __launch_bounds__(BLOCK)
   zero(dqa);
   for (int64_t c0 = 0; c0 < M; c0 += TILE) {
     __syncthreads(); /* the last key tile is used up */
-    at.load_streamed<DP, CP, BLOCK>(Ks, LQ, Vs, LV, c0, tile_conv<BF16>());
+    at.load_streamed<DP, CP, BLOCK, true>(Ks, LQ, Vs, LV, c0, tile_conv<BF16>());
     __syncthreads();
     float s[8][4], dp[8][4];
     products<DP, CP, BF16>(s, dp, Qs, Ks, dOs, Vs, w);
@@ -426,13 +426,18 @@ static int mma_ready(void) {
   return ready;
 }
 
-/* The fused kernels, TF32 or (bf16) bfloat16 operands: *taken = 0 when D or Cv is over 64,
+/* The fused kernels, TF32 or (bf16) bfloat16 operands: *taken = 0 when D or Cv is over 64
+ * or not a multiple of 4, an operand not 16-byte aligned,
  * B over 65535, or the GPU runs them without mma code (mma_ready; nn_nam.cu then chooses
  * another). */
 int fv_cuda_nam_mma(const fv_nn_call *c, int backward, int bf16, int *taken) {
   const fv_tensor *q = c->t[backward ? 4 : 2], *v = c->t[backward ? 6 : 4];
   const int dp = padded(q->sizes[2]), cp = padded(v->sizes[2]);
-  *taken = dp && cp && dp <= 64 && cp <= 64 && q->sizes[0] <= 65535 && mma_ready();
+  /* the tiles load in 16-byte pieces: rows of multiples of 4 floats, 16-byte aligned */
+  uintptr_t operands = 0; /* the addresses the tiles read, or-ed */
+  for (int k = backward ? 3 : 2; k <= (backward ? 6 : 4); k++) operands |= (uintptr_t)fv_nn_ptr<float>(c, k);
+  *taken = dp && cp && dp <= 64 && cp <= 64 && q->sizes[2] % 4 == 0 && v->sizes[2] % 4 == 0 &&
+           operands % 16 == 0 && q->sizes[0] <= 65535 && mma_ready();
   if (!*taken) return FV_OK;
   return bf16 ? run_dp<true>(c, backward, dp, cp) : run_dp<false>(c, backward, dp, cp);
 }

@@ -767,7 +767,7 @@ describe('cuda #gpu', function()
   -- widths padded inside the tiled kernels (40 -> 64, 72 -> 128), and D over 128 (the
   -- simple kernels)
   local nam_shapes = { { 2, 5, 7, 4, 3 }, { 1, 33, 70, 16, 8 }, { 2, 130, 75, 32, 64 }, { 1, 70, 129, 40, 72 },
-    { 1, 9, 10, 130, 3 } }
+    { 1, 9, 10, 130, 3 }, { 2, 65, 131, 20, 36 } }
   local function check_nam(dt, s, rtol, atol, what)
     local B, N, M, D, Cv = unpack(s)
     local q = sample({ B, N, D }, { dtype = dt, seed = 21 })
@@ -809,6 +809,16 @@ describe('cuda #gpu', function()
       for _, s in ipairs(nam_shapes) do check_nam('float32', s, 1e-2, 1e-2, ' with TF32 (' .. kernel .. ')') end
     end
     ffi.C.unsetenv('FOVEA_NAM_KERNEL')
+    -- q one float into its storage, not 16-byte aligned: the mma kernels' tiles load in
+    -- 16-byte pieces, so cuBLAS takes it
+    local function shifted(a)
+      local flat = F.cat({ fv.zeros({ 1 }, { device = a:device(), dtype = a:dtype() }), a:reshape({ a:numel() }) }, 1)
+      return flat:narrow(1, 2, a:numel()):view(a:size())
+    end
+    check_nn('nam_attention float32 with q not 16-byte aligned', function(a, b, c)
+      return F.nam_attention(shifted(a), b, c, { scale = 0.4 })
+    end, { sample({ 2, 130, 32 }, { seed = 21 }), sample({ 2, 75, 32 }, { seed = 22 }), sample({ 2, 75, 64 }, { seed = 23 }) },
+      { true, true, true }, 1e-2, 1e-2)
     fv.cuda.set_tf32(tf32)
   end)
 
