@@ -187,11 +187,22 @@ int fv_grads_ready(const fv_node *node, fv_tensor **gin) {
   return FV_OK;
 }
 
-/* dst (a node's or leaf's gradient slot) += g. A first gradient is cloned for leaves
- * (the caller may keep views of g), and taken as is for nodes. */
+/* Whether g is held by its one reference and is the only user of its memory, which it
+ * fills exactly (dense, from the storage's start): what a backward function makes fresh
+ * for an input, so a leaf may keep it as its gradient with no copy (PyTorch's
+ * AccumulateGrad does the same). */
+static int held_alone(const fv_tensor *g) {
+  return g->refcount == 1 && g->storage && g->storage->refcount == 1 && g->offset == 0 &&
+         fv_tensor_is_contiguous(g) &&
+         g->storage->bytes == (size_t)fv_tensor_numel(g) * (size_t)fv_dtype_size(g->scalar_type);
+}
+
+/* dst (a node's or leaf's gradient slot) += g. A first gradient is taken as is for nodes;
+ * for leaves (own_copy) it is cloned unless held_alone (the caller may keep g or views of
+ * it; a clone also makes it dense). */
 static int accumulate(fv_tensor **slot, const fv_tensor *g, int own_copy) {
   if (!*slot) {
-    if (own_copy) return fv_clone(slot, g);
+    if (own_copy && !held_alone(g)) return fv_clone(slot, g);
     fv_tensor_retain((fv_tensor *)g);
     *slot = (fv_tensor *)g;
     return FV_OK;

@@ -27,6 +27,28 @@ describe('autograd engine', function()
     assert.is_nil(x.grad)
   end)
 
+  it('gives every leaf a gradient of its own, however the backward shares its results', function()
+    -- a first gradient is kept without a copy only when nothing else holds it or its memory
+    local a, b = leaf({2, 3}, 11), leaf({2, 3}, 12)
+    ;(a + b):sum():backward() -- add's backward hands one gradient to both inputs
+    a.grad:fill_(7)
+    assert.are.same({{1, 1, 1}, {1, 1, 1}}, b.grad:totable())
+    local x = leaf({4}, 13)
+    local parts = x:narrow(1, 1, 2) * 2 + x:narrow(1, 3, 2) * 3 -- views of one gradient buffer
+    parts:sum():backward()
+    assert.are.same({2, 2, 3, 3}, x.grad:totable())
+    assert.is_true(x.grad:is_contiguous())
+    local w = leaf({3}, 14)
+    local seed = fv.ones({3}, {dtype = 'float64'})
+    w:backward(seed) -- a leaf's own backward: the caller keeps the seed
+    seed:fill_(5)
+    assert.are.same({1, 1, 1}, w.grad:totable())
+    local z = leaf({3, 2}, 16)
+    z:backward(fv.ones({2, 3}, {dtype = 'float64'}):t()) -- a non-contiguous seed nobody keeps
+    assert.is_true(z.grad:is_contiguous())
+    assert.are.same({{1, 1}, {1, 1}, {1, 1}}, z.grad:totable())
+  end)
+
   it('routes gradients through a diamond graph', function()
     local x = leaf({2, 2}, 2)
     local a = x:exp()
