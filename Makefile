@@ -19,7 +19,7 @@ LIB       = $(BUILD)/libfovea.so
 LUAJIT    ?= luajit
 BUSTED    ?= busted
 ASAN_BUILD = build-asan
-DEB_PACKAGES = luajit libluajit-5.1-dev libopenblas-dev libdnnl-dev libpng-dev libtiff-dev lua-busted catdoc gnuplot-nox
+DEB_PACKAGES = luajit libluajit-5.1-dev libopenblas-dev libdnnl-dev libpng-dev libtiff-dev lua-busted catdoc gnuplot-nox g++
 
 # The CUDA backend (cuda/): built by `make` when nvcc is found (on PATH or in
 # /usr/local/cuda/bin), skipped without a word otherwise. Loaded at run time by
