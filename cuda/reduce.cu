@@ -3,7 +3,7 @@
  * accumulated in double, var in two passes with a given correction (NaN when
  * n - correction <= 0), max/min and argmax/argmin with the first occurrence of the
  * extremum and NaN winning (the first NaN), indices counted from index_base.
- * Two kernels:
+ * Three paths:
  *   - column: one thread per output element walks its n inputs in order, exactly as the
  *     CPU loop does (so sums agree with the CPU to the bit); used when inner > 1 (the
  *     threads of a warp then read neighbouring addresses) or n is small;
@@ -11,7 +11,9 @@
  *     share the row and combine their partial results in shared memory (sums then differ
  *     from the CPU's in rounding only; extrema and their indices are the same);
  *   - split: when inner > 1, there are fewer than SPLIT_MAX_OUTPUTS outputs (too few
- *     threads for the column kernel to fill the GPU) and n >= SPLIT_MIN_N, n is cut into
+ *     threads for the column kernel to fill the GPU) and n >= SPLIT_MIN_N, or when inner
+ *     == 1 and there are fewer than SPLIT_FEW_ROWS rows (too few blocks for the row kernel;
+ *     x:sum() of a whole tensor is one row) of at least SPLIT_MIN_ROW_N, n is cut into
  *     chunks of rows. Pass 1 (split_parts_kernel): a block per (tile of up to 32 columns of
  *     one outer index, chunk); its threads are (tx lanes over the columns, ty rows), so a
  *     warp reads neighbouring addresses (32 adjacent columns, or, when inner < 32, whole
@@ -175,6 +177,8 @@ __global__ void row_kernel(int op, T *out, int64_t *index, const T *a, int64_t o
 enum {
   SPLIT_MAX_OUTPUTS = 4096, /* fewer outputs (outer * inner) than this: 16 blocks of the column kernel */
   SPLIT_MIN_N = 1024,       /* and at least this many rows */
+  SPLIT_FEW_ROWS = 264,     /* inner == 1: fewer rows than this, 2 row-kernel blocks per SM of an H100 */
+  SPLIT_MIN_ROW_N = 16384,  /* and rows at least this long: 8 chunks of 256 threads x 8 elements */
   SPLIT_THREADS = 256,      /* threads of a pass-1 block: at most; tx * ty of them */
   SPLIT_BLOCKS = 1024,      /* pass-1 blocks aimed at (8 blocks of 256 threads per SM on a 132-SM H100) */
   SPLIT_PER_THREAD = 8      /* a chunk gives each thread at least this many rows */
@@ -378,7 +382,8 @@ int launch(int op, fv_tensor *out, fv_tensor *index, const fv_tensor *a, int64_t
   int64_t *idx = index ? (int64_t *)fv_cuda_first(index) : (int64_t *)0;
   const T *pa = (const T *)fv_cuda_first(a);
   if (outer * inner == 0) return FV_OK;
-  if (inner > 1 && outer * inner < SPLIT_MAX_OUTPUTS && n >= SPLIT_MIN_N)
+  if (inner > 1 ? outer * inner < SPLIT_MAX_OUTPUTS && n >= SPLIT_MIN_N
+                : outer < SPLIT_FEW_ROWS && n >= SPLIT_MIN_ROW_N)
     return launch_split<T>(op, o, idx, pa, outer, n, inner, correction, index_base);
   if (inner == 1 && n >= ROW_MIN_N) {
     int64_t blocks = outer < 65535 * 16 ? outer : 65535 * 16;

@@ -313,7 +313,7 @@ describe('cuda #gpu', function()
     end
   end)
 
-  gpu_it('reduces long columns with few outputs (the split path) as the CPU does', function()
+  gpu_it('reduces long columns and few long rows (the split path) as the CPU does', function()
     for _, dt in ipairs { 'float32', 'float64' } do
       local rtol = dt == 'float32' and 2e-6 or 1e-12
       local x = sample({ 200000, 3 }, { dtype = dt })
@@ -345,6 +345,26 @@ describe('cuda #gpu', function()
       assert.are.equal(12345, x:cuda():argmax(1):cpu()[2])
       assert.are.equal(50, x:cuda():argmax(1):cpu()[1])
       assert.are.equal(7, x:cuda():argmin(1):cpu()[3])
+      -- few long rows (inner 1): 3 rows of 70001, and all 600000 elements of a tensor at once
+      local rows = sample({ 3, 70001 }, { dtype = dt, seed = 4 })
+      rows[2][777] = 0 / 0
+      rows[3][60000] = 50
+      rows[3][60001] = 50
+      local gr = rows:cuda()
+      same(rows:sum(2), gr:sum(2), rtol, 1e-5, 'sum of rows ' .. dt)
+      same(rows:var(2), gr:var(2), rtol, 1e-6, 'var of rows ' .. dt)
+      local v, i = rows:max(2)
+      local gv, gi = gr:max(2)
+      same(v, gv, 0, 0, 'max of rows ' .. dt)
+      same(i, gi, 0, 0, 'max indices of rows ' .. dt)
+      same(rows:argmin(2), gr:argmin(2), 0, 0, 'argmin of rows ' .. dt)
+      local all = sample({ 600000 }, { dtype = dt, seed = 5 })
+      local ga = all:cuda()
+      same(all:sum(), ga:sum(), rtol, 1e-4, 'sum of all ' .. dt)
+      same(all:mean(), ga:mean(), rtol, 1e-8, 'mean of all ' .. dt)
+      same(all:var(), ga:var(), rtol, 1e-8, 'var of all ' .. dt)
+      same(all:max(), ga:max(), 0, 0, 'max of all ' .. dt)
+      same(all:argmin(), ga:argmin(), 0, 0, 'argmin of all ' .. dt)
     end
   end)
 
