@@ -18,11 +18,13 @@
 
 static int tf32 = 1;
 static int autocast; /* fv_cuda_set_autocast: recorded, no effect on the CPU kernels */
-/* what a caching allocator would hold: the most allocated since the last empty_cache */
+/* what a caching allocator would hold: the most allocated since the last empty_cache, or
+ * with FOVEA_NO_ALLOC_CACHE=1 (the cache off, as cuda/allocator.cu) what is allocated */
 static int64_t reserved;
 
 static int64_t fake_reserved(void) {
-  if (fake_allocated > reserved) reserved = fake_allocated;
+  const char *no_cache = getenv("FOVEA_NO_ALLOC_CACHE");
+  if (fake_allocated > reserved || (no_cache && !strcmp(no_cache, "1"))) reserved = fake_allocated;
   return reserved;
 }
 
