@@ -36,8 +36,15 @@ function M.name(code) return names[tonumber(code)] or 'invalid' end
 
 function M.device_code(name)
   if name == nil then return C.FV_CPU end
-  local c = devices[(tostring(name):gsub(':%d+$', ''))]
+  local base, index = tostring(name):match('^(.-):(%d+)$')
+  local c = devices[base or tostring(name)]
   if not c then raise('fovea: unknown device ' .. tostring(name) .. ' (cpu or cuda)') end
+  -- one GPU per process: the first one CUDA shows it (CUDA_VISIBLE_DEVICES picks which)
+  if index and tonumber(index) ~= 0 then
+    if c == C.FV_CPU then raise('fovea: device ' .. tostring(name) .. ': there is one cpu device, cpu:0') end
+    raise(('fovea: device %s: fovea uses one GPU per process, cuda:0; to run on GPU %s, start the process ' ..
+      'with CUDA_VISIBLE_DEVICES=%s'):format(tostring(name), index, index))
+  end
   -- naming cuda loads the CUDA backend (once): ops on cuda then find it
   if c == C.FV_CUDA and C.fv_device_available(c) == 0 then require('fovea.cuda').available() end
   return c

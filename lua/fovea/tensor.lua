@@ -519,7 +519,7 @@ function Tensor.double(t) return Tensor.to(t, 'float64') end
 function Tensor.long(t) return Tensor.to(t, 'int64') end
 function Tensor.byte(t) return Tensor.to(t, 'uint8') end
 function Tensor.cpu(t) return Tensor.to(t, 'cpu') end
-function Tensor.cuda(t) return Tensor.to(t, 'cuda') end
+function Tensor.cuda(t, index) return Tensor.to(t, index and ('cuda:' .. index) or 'cuda') end
 function Tensor.is_cuda(t) return t.p.device_type == C.FV_CUDA end
 function Tensor.type(t, dtype)
   if dtype == nil then return Tensor.dtype(t) end

@@ -562,7 +562,7 @@ end
 function Module:float() return self:to('float32') end
 function Module:double() return self:to('float64') end
 function Module:cpu() return self:to('cpu') end
-function Module:cuda() return self:to('cuda') end
+function Module:cuda(index) return self:to(index and ('cuda:' .. index) or 'cuda') end
 
 ---------------------------------------------------------------------------------------
 -- state dicts
