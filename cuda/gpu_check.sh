@@ -203,11 +203,20 @@ step "gpu profile (cudnn bn)" env FOVEA_CUDA_PROFILE=1 FOVEA_BATCH_NORM_KERNEL=c
 # ---- inside the NAM kernels: Nsight Compute on one forward + backward at the batch-4 size
 # (occupancy, issue-slot use, stall reasons; bench/gpu_nam_kernels.lua's second pass, the
 # first one's four launches skipped), appended to profile.txt ----
-if command -v ncu >/dev/null 2>&1; then
-  { echo; echo "== ncu: the NAM kernels (N = 9,409, batch 4)"; } >>"$out/profile.txt"
-  limit=90 step "ncu NAM kernels" ncu --kernel-name regex:'mma_|delta_rows' --launch-skip 4 --launch-count 4 \
-    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
-    --section ComputeWorkloadAnalysis luajit bench/gpu_nam_kernels.lua >>"$out/profile.txt" 2>&1
+# ncu: on PATH, else in the toolkit's or the system's Nsight Compute folder. Its "detailed"
+# set (speed of light, compute and memory workload with shared-memory bank conflicts,
+# launch, occupancy, scheduler, warp stalls, source counters); the five sections of the
+# first plan if that set fails.
+ncu_bin=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /usr/local/cuda*/nsight-compute*/ncu \
+  /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
+if [ -n "$ncu_bin" ]; then
+  { echo; echo "== ncu ($ncu_bin): the NAM kernels (N = 9,409, batch 4)"; } >>"$out/profile.txt"
+  ncu_pick=(--kernel-name regex:'mma_|delta_rows' --launch-skip 4 --launch-count 4)
+  limit=90 step "ncu NAM kernels" "$ncu_bin" "${ncu_pick[@]}" --set detailed luajit bench/gpu_nam_kernels.lua \
+    >>"$out/profile.txt" 2>&1 ||
+    limit=90 step "ncu NAM kernels (5 sections)" "$ncu_bin" "${ncu_pick[@]}" --section SpeedOfLight \
+      --section Occupancy --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis \
+      luajit bench/gpu_nam_kernels.lua >>"$out/profile.txt" 2>&1
 else
   echo "ncu NAM kernels              skipped (no ncu)" | tee -a "$summary"
 fi
@@ -217,11 +226,13 @@ fi
 # eighth, both times with no memcheck error reported: see cuda/README.md)
 # tools/abort_backtrace.c is preloaded: if the process aborts again, memcheck.txt shows
 # the native stack at the abort.
-if command -v compute-sanitizer >/dev/null 2>&1; then
+sanitizer_bin=$(command -v compute-sanitizer || ls /usr/local/cuda*/compute-sanitizer/compute-sanitizer 2>/dev/null |
+  head -n 1)
+if [ -n "$sanitizer_bin" ]; then
   trace_lib=$(mktemp -d)/abort_backtrace.so
   gcc -shared -fPIC -O1 -g -o "$trace_lib" tools/abort_backtrace.c >>"$out/build.log" 2>&1 || trace_lib=
   limit=${FOVEA_MEMCHECK_TIMEOUT:-60} step "gpu spec under memcheck" env FOVEA_NO_ALLOC_CACHE=1 \
-    ${trace_lib:+LD_PRELOAD="$trace_lib"} compute-sanitizer --tool memcheck --error-exitcode 3 \
+    ${trace_lib:+LD_PRELOAD="$trace_lib"} "$sanitizer_bin" --tool memcheck --error-exitcode 3 \
     --show-backtrace host --print-limit 20 \
     luajit -joff "$busted_bin" --tags=gpu --output=TAP spec/cuda_spec.lua >"$out/memcheck.txt" 2>&1
   grep -E 'ERROR SUMMARY|^(not )?ok |abort_backtrace' "$out/memcheck.txt" | tail -n 4 | sed 's/^/  memcheck: /' | tee -a "$summary"
