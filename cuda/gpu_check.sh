@@ -42,7 +42,8 @@
 #                  with torch, default python3); then fovea alone with the cuBLAS NAM
 #                  kernel, both under bf16 autocast, fovea alone with batch norm through
 #                  cuDNN (FOVEA_BATCH_NORM_KERNEL=cudnn, to choose batch norm's default),
-#                  NAM alone with the forward at 4 and at 5 blocks per SM (build-nam5)
+#                  NAM alone with the default build and two variants of the forward
+#                  (build-nam5: 5 blocks per SM; build-nampipe: cp.async double buffering)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$(pwd)
@@ -168,25 +169,28 @@ step "gpu bench (cudnn batch norm)" env FOVEA_BATCH_NORM_KERNEL=cudnn luajit ben
   --runs "${FOVEA_BENCH_RUNS:-3}" --python none >>"$out/bench.txt" 2>&1
 grep -E '^fovea ' "$out/bench.txt" | tail -n 9 | sed 's/^/  bench (cudnn bn): /' | tee -a "$summary"
 
-# ---- NAM's forward kernel allowed 5 blocks per SM against the default 4 (FV_NAM_FORWARD_BLOCKS
-# in cuda/nn_nam_mma.cu): a copy of build/ with only nn_nam_mma.o rebuilt (the copy's files
-# touched so that make rebuilds nothing else; its libfovea.so then a link to build's, so
-# that one core library is loaded), NAM alone timed with each library; appended to bench.txt ----
-nam_blocks_5() {
-  rm -rf build-nam5 && cp -a build build-nam5 && find build-nam5 -exec touch {} + &&
-    rm -f build-nam5/cuda/nn_nam_mma.o build-nam5/libfovea_cuda.so &&
-    make -j16 BUILD=build-nam5 DNNL= NVCCFLAGS='-O2 -DFV_NAM_FORWARD_BLOCKS=5' cuda >>"$out/build.log" 2>&1 &&
-    ln -sf "$root/build/libfovea.so" build-nam5/libfovea.so &&
-    { echo; echo "== NAM alone, FV_NAM_FORWARD_BLOCKS=4 (the default build)"; } >>"$out/bench.txt" &&
-    luajit bench/gpu_nam_kernels.lua --passes 8 >>"$out/bench.txt" 2>&1 &&
-    { echo; echo "== NAM alone, FV_NAM_FORWARD_BLOCKS=5"; } >>"$out/bench.txt" &&
-    FOVEA_CUDA_LIB="$root/build-nam5/libfovea_cuda.so" luajit bench/gpu_nam_kernels.lua --passes 8 \
-      >>"$out/bench.txt" 2>&1
+# ---- NAM's forward kernel built other ways than the default (cuda/nn_nam_mma.cu): allowed 5
+# blocks per SM instead of 4 (FV_NAM_FORWARD_BLOCKS=5), and with its K/V tiles double-
+# buffered by cp.async (FV_NAM_PIPELINE=1). Each a copy of build/ with only nn_nam_mma.o
+# rebuilt (the copy's files touched so that make rebuilds nothing else; its libfovea.so then
+# a link to build's, so that one core library is loaded); NAM alone timed with the default
+# library and each variant, appended to bench.txt ----
+nam_variant() { # NAME NVCC_DEFINE: build build-NAME and time NAM with it
+  local dir=build-$1
+  rm -rf "$dir" && cp -a build "$dir" && find "$dir" -exec touch {} + &&
+    rm -f "$dir/cuda/nn_nam_mma.o" "$dir/libfovea_cuda.so" &&
+    make -j16 BUILD="$dir" DNNL= NVCCFLAGS="-O2 $2" cuda >>"$out/build.log" 2>&1 &&
+    ln -sf "$root/build/libfovea.so" "$dir/libfovea.so" &&
+    { echo; echo "== NAM alone, $2"; } >>"$out/bench.txt" &&
+    FOVEA_CUDA_LIB="$root/$dir/libfovea_cuda.so" luajit bench/gpu_nam_kernels.lua --passes 8 >>"$out/bench.txt" 2>&1
 }
-export -f nam_blocks_5
+export -f nam_variant
 export out root
-step "NAM forward 4 or 5 blocks/SM" bash -c nam_blocks_5
-grep -E '^median' "$out/bench.txt" | tail -n 2 | sed 's/^/  NAM forward blocks 4, 5: /' | tee -a "$summary"
+{ echo; echo "== NAM alone, the default build"; } >>"$out/bench.txt"
+step "NAM alone (default)" luajit bench/gpu_nam_kernels.lua --passes 8 >>"$out/bench.txt" 2>&1
+step "NAM alone (5 blocks/SM)" bash -c 'nam_variant nam5 -DFV_NAM_FORWARD_BLOCKS=5'
+step "NAM alone (cp.async)" bash -c 'nam_variant nampipe -DFV_NAM_PIPELINE=1'
+grep -E '^(== NAM alone|median)' "$out/bench.txt" | tail -n 6 | paste - - | sed 's/^/  /' | tee -a "$summary"
 
 # ---- where a training step's time goes: every backend call timed (FOVEA_CUDA_PROFILE) ----
 step "gpu profile" env FOVEA_CUDA_PROFILE=1 luajit bench/gpu_profile.lua >"$out/profile.txt" 2>&1

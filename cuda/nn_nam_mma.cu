@@ -40,13 +40,22 @@ using namespace nam_tiles;
 
 constexpr int BLOCK = 128; /* 4 warps: TILE rows */
 
-/* Blocks per SM that the forward's registers must allow (__launch_bounds__): 4 (128
- * registers, no spill at DP 32, CP 64) or 5 (96 registers, 28 bytes spilled; with 132
- * SMs the 592 blocks of the batch-4 NAM fit one wave instead of 1.12). cuda/gpu_check.sh
- * times both. The dK/dV kernel asks for 4 (128 registers, no spill at DP 32, CP 64, where
- * it would take 161 and allow 3). */
+/* The forward's K and V tiles: 0 loads each when it is needed (the block waits for its
+ * global loads); 1 double-buffers them with cp.async, the next tile arriving while this one
+ * is used (kv_stream), for 27 KB more shared memory per block (62.5 KB at DP 32, CP 64: 3
+ * blocks per SM). cuda/gpu_check.sh times both. */
+#ifndef FV_NAM_PIPELINE
+#define FV_NAM_PIPELINE 0
+#endif
+
+/* Blocks per SM that the forward's registers must allow (__launch_bounds__). Without the
+ * pipeline 4 (128 registers, no spill at DP 32, CP 64) or 5 (96 registers, 28 bytes
+ * spilled; with 132 SMs the 592 blocks of the batch-4 NAM fit one wave instead of 1.12;
+ * cuda/gpu_check.sh times both); with it 3, what its shared memory allows (at 4 it spills).
+ * The dK/dV kernel asks for 4 (128 registers, no spill at DP 32, CP 64, where it would take
+ * 161 and allow 3). */
 #ifndef FV_NAM_FORWARD_BLOCKS
-#define FV_NAM_FORWARD_BLOCKS 4
+#define FV_NAM_FORWARD_BLOCKS (FV_NAM_PIPELINE ? 3 : 4)
 #endif
 
 #if FV_NAM_MMA
@@ -209,6 +218,86 @@ __device__ __forceinline__ void warp_add(float *gp, const float (&acc)[NT][4], i
     }
 }
 
+/* 16 bytes from global src to shared dst without registers, in the background (cp.async;
+ * bytes 0: zeros, nothing read); they land after cp_async_wait lets them. */
+__device__ __forceinline__ void cp_async16(float *dst, const float *src, int bytes) {
+  const unsigned shared = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(shared), "l"(src), "r"(bytes));
+}
+/* Closes the group of this thread's cp.async calls since the last commit. */
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+/* Waits until at most N of this thread's committed groups are in flight; the others' bytes
+ * are then visible to this thread. */
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+/* The forward's streamed K and V tiles (64 rows, strides DP + 4 and CP + 4, TF32-rounded
+ * unless BF16). PIPELINE 0: one buffer; next() loads the tile between two barriers, as
+ * load_streamed. PIPELINE 1: two buffers; next() first sends the following tile to the
+ * other buffer by cp.async in 16-byte pieces (zeros past the rows and columns), then waits
+ * for its own tile's pieces, rounds them in place (a thread the pieces it sent), and meets
+ * the block at a barrier; done() is the barrier after which its buffer may be overwritten.
+ * The tile loads of load_tile's VEC path (aligned rows of multiples of 4 floats). */
+template <int DP, int CP, bool BF16, int PIPELINE> struct kv_stream {
+  static constexpr int LQ = DP + 4, LV = CP + 4, STAGE = TILE * (LQ + LV); /* a buffer: K (64, LQ), V (64, LV) */
+  const nam_block &at;
+  float *const smem; /* the buffers */
+  int stage = 0;     /* the buffer of the tile in use */
+
+  __device__ __forceinline__ kv_stream(const nam_block &at_, float *smem_) : at(at_), smem(smem_) {
+    if (PIPELINE) {
+      send(0, 0);
+      cp_async_commit();
+    }
+  }
+  template <int W> __device__ __forceinline__ void send_tile(float *dst, int ld, const float *src, int64_t r0, int cols) {
+    constexpr int W4 = W / 4; /* pieces per row */
+#pragma unroll 1 /* asynchronous: nothing to gain from unrolling, registers to lose */
+    for (int e = threadIdx.x; e < TILE * W4; e += BLOCK) {
+      const int r = e / W4, c = 4 * (e % W4);
+      const bool in = r0 + r < at.str_rows && c < cols;
+      cp_async16(dst + r * ld + c, in ? src + (r0 + r) * cols + c : src, in ? 16 : 0);
+    }
+  }
+  __device__ __forceinline__ void send(int st, int64_t r0) {
+    send_tile<DP>(smem + st * STAGE, LQ, at.str_d, r0, at.D);
+    send_tile<CP>(smem + st * STAGE + TILE * LQ, LV, at.str_c, r0, at.Cv);
+  }
+  template <int W> __device__ __forceinline__ void round_tile(float *t, int ld) {
+    constexpr int W4 = W / 4;
+    const tile_conv<BF16> conv;
+#pragma unroll 1
+    for (int e = threadIdx.x; e < TILE * W4; e += BLOCK) {
+      float4 *p = reinterpret_cast<float4 *>(t + (e / W4) * ld + 4 * (e % W4));
+      const float4 x = *p;
+      *p = make_float4(conv(x.x), conv(x.y), conv(x.z), conv(x.w));
+    }
+  }
+  /* The tile of streamed rows c0 .. c0+63 in *K and *V, ready for the whole block. */
+  __device__ __forceinline__ void next(int64_t c0, float **K, float **V) {
+    *K = smem + stage * STAGE;
+    *V = *K + TILE * LQ;
+    if (!PIPELINE) {
+      __syncthreads(); /* the last tile is used up */
+      at.load_streamed<DP, CP, BLOCK, true>(*K, LQ, *V, LV, c0, tile_conv<BF16>());
+    } else {
+      if (c0 + TILE < at.str_rows) send(stage ^ 1, c0 + TILE);
+      cp_async_commit(); /* (empty after the last tile) */
+      cp_async_wait<1>(); /* this tile's pieces have landed */
+      if (!BF16) {
+        round_tile<DP>(*K, LQ);
+        round_tile<CP>(*V, LV);
+      }
+    }
+    __syncthreads();
+  }
+  __device__ __forceinline__ void done() {
+    if (PIPELINE) {
+      __syncthreads(); /* this buffer is used up: the tile after next may go there */
+      stage ^= 1;
+    }
+  }
+};
+
 /* Max and sum over the 4 lanes of a quad (the lanes holding one row of a C fragment). */
 __device__ __forceinline__ float quad_max(float v) {
   v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
@@ -227,19 +316,17 @@ __global__ void __launch_bounds__(BLOCK, FV_NAM_FORWARD_BLOCKS)
 #if FV_NAM_MMA
   extern __shared__ __align__(16) float smem[];
   constexpr int LQ = DP + 4, LV = CP + 4;
-  float *Qs = smem;           /* (64, LQ) */
-  float *Ks = Qs + TILE * LQ; /* (64, LQ) */
-  float *Vs = Ks + TILE * LQ; /* (64, LV) */
+  float *Qs = smem; /* (64, LQ), then kv_stream's (64, LQ) K and (64, LV) V tiles */
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const nam_block at(q, NULL, N, k, v, M, D, Cv); /* owns queries, streams keys */
   at.load_own<DP, BLOCK, true>(Qs, LQ, tile_conv<BF16>());
+  kv_stream<DP, CP, BF16, FV_NAM_PIPELINE> tiles(at, Qs + TILE * LQ);
   const float scale2 = scale * LOG2E; /* scores in base 2: m and the exponents too */
   float o[CP / 8][4], m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.f, 0.f };
   zero(o);
   for (int64_t c0 = 0; c0 < M; c0 += TILE) {
-    __syncthreads(); /* the last tile's K and V are used up */
-    at.load_streamed<DP, CP, BLOCK, true>(Ks, LQ, Vs, LV, c0, tile_conv<BF16>());
-    __syncthreads();
+    float *Ks, *Vs;
+    tiles.next(c0, &Ks, &Vs);
     float s[8][4];
     zero(s);
     warp_mma<DP, 8, BF16>(s, Qs + w * WARP_ROWS * LQ, LQ, Ks, LQ);
@@ -272,6 +359,7 @@ __global__ void __launch_bounds__(BLOCK, FV_NAM_FORWARD_BLOCKS)
 #pragma unroll
       for (int e = 0; e < 4; e++) o[j][e] *= alpha[e >> 1];
     warp_mma_p<CP / 8, BF16>(o, s, Vs, LV);
+    tiles.done();
   }
 #pragma unroll
   for (int h = 0; h < 2; h++) {
@@ -380,8 +468,8 @@ __global__ void __launch_bounds__(BLOCK)
 }
 
 /* Shared bytes of each kernel for DP, CP. */
-constexpr size_t forward_smem(int DP, int CP) {
-  return sizeof(float) * TILE * (2 * (DP + 4) + (CP + 4));
+constexpr size_t forward_smem(int DP, int CP) { /* Q, then one or two K and V tiles (kv_stream) */
+  return sizeof(float) * TILE * ((DP + 4) + (FV_NAM_PIPELINE ? 2 : 1) * ((DP + 4) + (CP + 4)));
 }
 constexpr size_t dkdv_smem(int DP, int CP) {
   return sizeof(float) * (TILE * (2 * (DP + 4) + 2 * (CP + 4)) + 2 * TILE);
