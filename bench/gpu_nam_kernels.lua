@@ -3,8 +3,8 @@
 -- NAM at e1 on 386x386 images), after one warm-up pass, for a kernel profiler to look
 -- at: cuda/gpu_check.sh runs it under Nsight Compute (ncu), skipping the warm-up's
 -- launches, to report each NAM kernel's occupancy, issue-slot use and stall reasons.
--- With --passes P > 2, the median of passes 2 .. P is printed last (cuda/gpu_check.sh
--- compares builds of nn_nam_mma.cu with it).
+-- With --passes P > 2, the median of passes 2 .. P is printed last, the forward's alone
+-- beside it (cuda/gpu_check.sh compares builds of nn_nam_mma.cu with it).
 -- Needs a GPU and the CUDA backend (make cuda):
 --   luajit bench/gpu_nam_kernels.lua [--side 97] [--batch 4] [--passes 2]
 package.path = './?.lua;./?/init.lua;./lua/?.lua;./lua/?/init.lua;' .. package.path
@@ -21,16 +21,24 @@ local q = fv.randn({ opts.batch, n, 32 }, { device = 'cuda' }):requires_grad_()
 local k = fv.randn({ opts.batch, n, 32 }, { device = 'cuda' }):requires_grad_()
 local v = fv.randn({ opts.batch, n, 64 }, { device = 'cuda' }):requires_grad_()
 local dout = fv.ones({ opts.batch, n, 64 }, { device = 'cuda' })
-local timed = {} -- ms of passes 2 .. passes
+local both, forward = {}, {} -- ms of passes 2 .. passes
 for pass = 1, math.max(2, opts.passes) do -- the first pass warms up (allocations, module loading)
-  local start = fv.clock()
-  fv.F.nam_attention(q, k, v):backward(dout)
   fv.cuda.synchronize()
-  local ms = 1e3 * (fv.clock() - start)
-  if pass > 1 then timed[#timed + 1] = ms end
-  print(('pass %d: nam_attention forward + backward, n=%d batch=%d: %.2f ms'):format(pass, n, opts.batch, ms))
+  local start = fv.clock()
+  local out = fv.F.nam_attention(q, k, v)
+  fv.cuda.synchronize()
+  local mid = fv.clock()
+  out:backward(dout)
+  fv.cuda.synchronize()
+  local ms, fwd = 1e3 * (fv.clock() - start), 1e3 * (mid - start)
+  if pass > 1 then both[#both + 1], forward[#forward + 1] = ms, fwd end
+  print(('pass %d: nam_attention forward + backward, n=%d batch=%d: %.2f ms (forward %.2f ms)'):format(pass, n,
+    opts.batch, ms, fwd))
 end
-if #timed > 1 then
-  table.sort(timed)
-  print(('median of passes 2-%d: %.2f ms'):format(#timed + 1, timed[math.floor((#timed + 1) / 2)]))
+if #both > 1 then
+  local function median(t)
+    table.sort(t)
+    return t[math.floor((#t + 1) / 2)]
+  end
+  print(('median of passes 2-%d: %.2f ms (forward %.2f ms)'):format(#both + 1, median(both), median(forward)))
 end

@@ -43,7 +43,8 @@
 #                  kernel, both under bf16 autocast, fovea alone with batch norm through
 #                  cuDNN (FOVEA_BATCH_NORM_KERNEL=cudnn, to choose batch norm's default),
 #                  NAM alone with the default build and two variants of the forward
-#                  (build-nam5: 5 blocks per SM; build-nampipe: cp.async double buffering)
+#                  (build-nam5: 5 blocks per SM; build-nampipe: cp.async double buffering
+#                  in the forward and dQ kernels)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$(pwd)
@@ -169,9 +170,9 @@ step "gpu bench (cudnn batch norm)" env FOVEA_BATCH_NORM_KERNEL=cudnn luajit ben
   --runs "${FOVEA_BENCH_RUNS:-3}" --python none >>"$out/bench.txt" 2>&1
 grep -E '^fovea ' "$out/bench.txt" | tail -n 9 | sed 's/^/  bench (cudnn bn): /' | tee -a "$summary"
 
-# ---- NAM's forward kernel built other ways than the default (cuda/nn_nam_mma.cu): allowed 5
-# blocks per SM instead of 4 (FV_NAM_FORWARD_BLOCKS=5), and with its K/V tiles double-
-# buffered by cp.async (FV_NAM_PIPELINE=1). Each a copy of build/ with only nn_nam_mma.o
+# ---- NAM's kernels built other ways than the default (cuda/nn_nam_mma.cu): allowed 5
+# blocks per SM instead of 4 (FV_NAM_FORWARD_BLOCKS=5), and with its and dQ's K/V tiles
+# double-buffered by cp.async (FV_NAM_PIPELINE=1). Each a copy of build/ with only nn_nam_mma.o
 # rebuilt (the copy's files touched so that make rebuilds nothing else; its libfovea.so then
 # a link to build's, so that one core library is loaded); NAM alone timed with the default
 # library and each variant, appended to bench.txt ----

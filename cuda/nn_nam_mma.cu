@@ -40,10 +40,11 @@ using namespace nam_tiles;
 
 constexpr int BLOCK = 128; /* 4 warps: TILE rows */
 
-/* The forward's K and V tiles: 0 loads each when it is needed (the block waits for its
- * global loads); 1 double-buffers them with cp.async, the next tile arriving while this one
- * is used (kv_stream), for 27 KB more shared memory per block (62.5 KB at DP 32, CP 64: 3
- * blocks per SM). cuda/gpu_check.sh times both. */
+/* The K and V tiles of the forward and dQ kernels: 0 loads each when it is needed (the
+ * block waits for its global loads); 1 double-buffers them with cp.async, the next tile
+ * arriving while this one is used (kv_stream), for 27 KB more shared memory per block (at
+ * DP 32, CP 64 the forward's 62.5 KB allow 3 blocks per SM, dQ's 80 KB 2).
+ * cuda/gpu_check.sh times both. */
 #ifndef FV_NAM_PIPELINE
 #define FV_NAM_PIPELINE 0
 #endif
@@ -230,13 +231,14 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
  * are then visible to this thread. */
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
 
-/* The forward's streamed K and V tiles (64 rows, strides DP + 4 and CP + 4, TF32-rounded
- * unless BF16). PIPELINE 0: one buffer; next() loads the tile between two barriers, as
- * load_streamed. PIPELINE 1: two buffers; next() first sends the following tile to the
- * other buffer by cp.async in 16-byte pieces (zeros past the rows and columns), then waits
- * for its own tile's pieces, rounds them in place (a thread the pieces it sent), and meets
- * the block at a barrier; done() is the barrier after which its buffer may be overwritten.
- * The tile loads of load_tile's VEC path (aligned rows of multiples of 4 floats). */
+/* The streamed K and V tiles of the forward and dQ kernels (64 rows, strides DP + 4 and
+ * CP + 4, TF32-rounded unless BF16). PIPELINE 0: one buffer; next() loads the tile between
+ * two barriers, as load_streamed. PIPELINE 1: two buffers; next() first sends the following
+ * tile to the other buffer by cp.async in 16-byte pieces (zeros past the rows and columns),
+ * then waits for its own tile's pieces, rounds them in place (a thread the pieces it sent),
+ * and meets the block at a barrier; done() is the barrier after which its buffer may be
+ * overwritten. The tile loads of load_tile's VEC path (aligned rows of multiples of 4
+ * floats). */
 template <int DP, int CP, bool BF16, int PIPELINE> struct kv_stream {
   static constexpr int LQ = DP + 4, LV = CP + 4, STAGE = TILE * (LQ + LV); /* a buffer: K (64, LQ), V (64, LV) */
   const nam_block &at;
@@ -431,13 +433,12 @@ __global__ void __launch_bounds__(BLOCK)
 #if FV_NAM_MMA
   extern __shared__ __align__(16) float smem[];
   constexpr int LQ = DP + 4, LV = CP + 4;
-  float *Qs = smem;             /* (64, LQ) */
-  float *dOs = Qs + TILE * LQ;  /* (64, LV) */
-  float *Ks = dOs + TILE * LV;  /* (64, LQ) */
-  float *Vs = Ks + TILE * LQ;   /* (64, LV) */
+  float *Qs = smem;            /* (64, LQ) */
+  float *dOs = Qs + TILE * LQ; /* (64, LV), then kv_stream's K and V tiles */
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const nam_block at(q, dout, N, k, v, M, D, Cv); /* owns queries, streams keys */
   at.load_own<DP, CP, BLOCK, true>(Qs, LQ, dOs, LV, tile_conv<BF16>());
+  kv_stream<DP, CP, BF16, FV_NAM_PIPELINE> tiles(at, dOs + TILE * LV);
   float L[2], Dr[2];
 #pragma unroll
   for (int h = 0; h < 2; h++) {
@@ -448,9 +449,8 @@ __global__ void __launch_bounds__(BLOCK)
   float dqa[DP / 8][4];
   zero(dqa);
   for (int64_t c0 = 0; c0 < M; c0 += TILE) {
-    __syncthreads(); /* the last key tile is used up */
-    at.load_streamed<DP, CP, BLOCK, true>(Ks, LQ, Vs, LV, c0, tile_conv<BF16>());
-    __syncthreads();
+    float *Ks, *Vs;
+    tiles.next(c0, &Ks, &Vs);
     float s[8][4], dp[8][4];
     products<DP, CP, BF16>(s, dp, Qs, Ks, dOs, Vs, w);
 #pragma unroll
@@ -462,6 +462,7 @@ __global__ void __launch_bounds__(BLOCK)
         s[j][e] = p * (dp[j][e] - Dr[h]) * scale;
       }
     warp_mma_p<DP / 8, BF16>(dqa, s, Ks, LQ); /* dQ += dS K */
+    tiles.done();
   }
   warp_add(at.grad(dq, N, D), dqa, at.row0 + w * WARP_ROWS, N, D);
 #endif
@@ -474,7 +475,9 @@ constexpr size_t forward_smem(int DP, int CP) { /* Q, then one or two K and V ti
 constexpr size_t dkdv_smem(int DP, int CP) {
   return sizeof(float) * (TILE * (2 * (DP + 4) + 2 * (CP + 4)) + 2 * TILE);
 }
-constexpr size_t dq_smem(int DP, int CP) { return sizeof(float) * TILE * (2 * (DP + 4) + 2 * (CP + 4)); }
+constexpr size_t dq_smem(int DP, int CP) { /* Q, dO, then one or two K and V tiles (kv_stream) */
+  return sizeof(float) * TILE * ((DP + 4) + (CP + 4) + (FV_NAM_PIPELINE ? 2 : 1) * ((DP + 4) + (CP + 4)));
+}
 
 template <int DP, int CP, bool BF16> int run(const fv_nn_call *c, int backward) {
   const kernel_set ks = {mma_forward<DP, CP, BF16>, mma_dkdv<DP, CP, BF16>, mma_dq<DP, CP, BF16>, BLOCK,

@@ -5,7 +5,7 @@
 -- (cvt.rna.tf32, ex2.approx, the two mma.sync, cp.async) replaced by calls to the emulations of
 -- spec/cuda_emulated/nam_mma_shim.h, and compiled with the host's C++ compiler into
 -- spec/cuda_emulated/nam_mma_check.cpp, which runs every block of each kernel's grid as
--- 128 threads, built twice: as it is, and with the forward's K/V tiles double-buffered
+-- 128 threads, built twice: as it is, and with the forward's and dQ's K/V tiles double-buffered
 -- by cp.async (FV_NAM_PIPELINE=1). What this checks: the fragment layouts, the softmax and
 -- its rescaling, padding and tails of rows and columns, the 16-byte tile loads, the
 -- pipeline's buffers and waits, the gradients' +=. What
@@ -88,7 +88,7 @@ describe('NAM mma kernels emulated on the CPU (spec/cuda_emulated/)', function()
   -- every padded width, and the batch-4 model's widths
   for _, s in ipairs { { 2, 130, 75, 32, 64 }, { 1, 33, 70, 16, 8 }, { 2, 65, 131, 20, 36 }, { 1, 64, 64, 64, 64 },
     { 1, 40, 50, 64, 24 } } do
-    it(('agrees with float64 attention at B N M D Cv = %s (TF32 and bfloat16, both forwards)'):format(table.concat(s, ' ')),
+    it(('agrees with float64 attention at B N M D Cv = %s (TF32 and bfloat16, both tile loaders)'):format(table.concat(s, ' ')),
       function()
         assert(built, 'building the emulated kernels failed:\n' .. tostring(log))
         for _, program in ipairs(programs) do
