@@ -223,11 +223,24 @@ function Tensor.storage_offset(t) return tonumber(t.p.offset) + 1 end
 function Tensor.is_freed(t) return t.p.storage == nil end
 
 -- t:size() is a table {2, 3}; t:size(d) one size (d from 1, or negative from the end).
+-- t:size(): a plain array of the sizes, which prints as the tensor's summary line does
+-- ("2x3", "scalar") and compares by value (x:size() == y:size() when the shapes are equal).
+local size_mt = {
+  __tostring = function(s) return #s == 0 and 'scalar' or table.concat(s, 'x') end,
+  __eq = function(a, b)
+    if #a ~= #b then return false end
+    for i = 1, #a do
+      if a[i] ~= b[i] then return false end
+    end
+    return true
+  end,
+}
+
 function Tensor.size(t, d)
   if d == nil then
     local s = {}
     for i = 0, t.p.ndim - 1 do s[i + 1] = tonumber(t.p.sizes[i]) end
-    return s
+    return setmetatable(s, size_mt)
   end
   return tonumber(t.p.sizes[cdim(t, d)])
 end
