@@ -20,7 +20,10 @@
  * D and Cv are padded to DP (16, 32, 64) and CP (32, 64) with zeros; sm_80 and later
  * (the kernels compile empty for compute_75, which mma_ready refuses). nn_nam.cu
  * chooses it. Each kernel's prologue (nam_block) and the host side (run_kernels) are
- * nam_tiles.cuh's, shared with nn_nam_flash.cu.
+ * nam_tiles.cuh's, shared with nn_nam_flash.cu; the forward's and dQ's streamed tiles come
+ * through kv_stream (loaded when needed, or double-buffered by cp.async: FV_NAM_PIPELINE).
+ * spec/nam_mma_emulated_spec.lua runs these kernels on the CPU with their inline PTX
+ * emulated: it knows each asm statement here by its first words, and stops at a new one.
  * Build: nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/nn_nam_mma.cu -o build/cuda/nn_nam_mma.o */
 #include <cuda_bf16.h>
 
