@@ -335,12 +335,13 @@ __global__ void __launch_bounds__(BLOCK, FV_NAM_FORWARD_BLOCKS)
     float s[8][4];
     zero(s);
     warp_mma<DP, 8, BF16>(s, Qs + w * WARP_ROWS * LQ, LQ, Ks, LQ);
+    const int keys = M - c0 < TILE ? (int)(M - c0) : TILE; /* of this tile: 32-bit tests below */
     float mx[2] = { -INFINITY, -INFINITY };
 #pragma unroll
     for (int j = 0; j < 8; j++)
 #pragma unroll
       for (int e = 0; e < 4; e++) {
-        s[j][e] = (c0 + 8 * j + 2 * t + (e & 1) < M) ? s[j][e] * scale2 : -INFINITY;
+        s[j][e] = 8 * j + 2 * t + (e & 1) < keys ? s[j][e] * scale2 : -INFINITY;
         mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
       }
     float alpha[2], sum[2] = { 0.f, 0.f };
@@ -456,12 +457,13 @@ __global__ void __launch_bounds__(BLOCK)
     tiles.next(c0, &Ks, &Vs);
     float s[8][4], dp[8][4];
     products<DP, CP, BF16>(s, dp, Qs, Ks, dOs, Vs, w);
+    const int keys = M - c0 < TILE ? (int)(M - c0) : TILE; /* of this tile: 32-bit tests below */
 #pragma unroll
     for (int j = 0; j < 8; j++)
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int h = e >> 1;
-        const float p = (c0 + 8 * j + 2 * t + (e & 1) < M) ? exp2_approx(s[j][e] * scale2 - L[h]) : 0.f;
+        const float p = 8 * j + 2 * t + (e & 1) < keys ? exp2_approx(s[j][e] * scale2 - L[h]) : 0.f;
         s[j][e] = p * (dp[j][e] - Dr[h]) * scale;
       }
     warp_mma_p<DP / 8, BF16>(dqa, s, Ks, LQ); /* dQ += dS K */
