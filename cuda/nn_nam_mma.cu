@@ -5,7 +5,8 @@
  * 64 rows (queries, or keys in the dK/dV pass), each warp 16 of them; 64-row tiles of the
  * other side stream through shared memory (float32). P (or dS) stays in registers: the
  * accumulator fragments of one product are the A fragments of the next (warp_mma_p).
- *   forward   S = Q K^T, online max and sum per row (quad shuffles), O = O alpha + P V;
+ *   forward   S = Q K^T, online max per row (quad shuffles) and sums per lane (added
+ *             across the quad once, at the end), O = O alpha + P V;
  *             writes out (B, N, Cv) and lse (B, N). The exponentials are base 2
  *             (exp2_approx) on scores scaled by log2(e) too, in every kernel.
  *   backward  delta (nam_tiles.cuh); per 64-key block S^T = K Q^T, dP^T = V dO^T,
@@ -359,7 +360,7 @@ __global__ void __launch_bounds__(BLOCK, FV_NAM_FORWARD_BLOCKS)
         sum[e >> 1] += s[j][e];
       }
 #pragma unroll
-    for (int h = 0; h < 2; h++) l[h] = l[h] * alpha[h] + quad_sum(sum[h]);
+    for (int h = 0; h < 2; h++) l[h] = l[h] * alpha[h] + sum[h]; /* this lane's columns; m is the quad's */
 #pragma unroll
     for (int j = 0; j < CP / 8; j++)
 #pragma unroll
@@ -367,6 +368,8 @@ __global__ void __launch_bounds__(BLOCK, FV_NAM_FORWARD_BLOCKS)
     warp_mma_p<CP / 8, BF16>(o, s, Vs, LV);
     tiles.done();
   }
+#pragma unroll
+  for (int h = 0; h < 2; h++) l[h] = quad_sum(l[h]); /* the row's sum, once (every lane: shuffles) */
 #pragma unroll
   for (int h = 0; h < 2; h++) {
     const int64_t r = at.row0 + w * WARP_ROWS + g + 8 * h;
