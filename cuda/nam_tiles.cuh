@@ -99,18 +99,19 @@ struct nam_block {
     load_tile<WC, NT, VEC>(C, ldc, str_c, r0, str_rows, Cv, conv);
   }
 
-  /* *L, *Dr = lse and delta of query row r of the batch; +inf and 0 past N (p is then 0). */
+  /* *L, *Dr = lse (times lse_factor: the mma kernels' base 2) and delta of query row r of
+   * the batch; +inf and 0 past N (p is then 0). */
   __device__ __forceinline__ void row_stats(float *L, float *Dr, const float *lse, const float *delta, int64_t r,
-                                            int64_t N) const {
-    *L = r < N ? lse[b * N + r] : INFINITY;
+                                            int64_t N, float lse_factor = 1.f) const {
+    *L = r < N ? lse[b * N + r] * lse_factor : INFINITY;
     *Dr = r < N ? delta[b * N + r] : 0.f;
   }
   /* The dK/dV pass: Ls[i], Dl[i] = row_stats of query row r0 + i, for i < 64 (threads 0-63). */
   __device__ __forceinline__ void tile_stats(float *Ls, float *Dl, const float *lse, const float *delta, int64_t r0,
-                                             int64_t N) const {
+                                             int64_t N, float lse_factor = 1.f) const {
     if (threadIdx.x < TILE) {
       const int64_t r = r0 + threadIdx.x;
-      row_stats(Ls + threadIdx.x, Dl + threadIdx.x, lse, delta, r, N);
+      row_stats(Ls + threadIdx.x, Dl + threadIdx.x, lse, delta, r, N, lse_factor);
     }
   }
 

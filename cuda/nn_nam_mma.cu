@@ -399,7 +399,7 @@ __global__ void __launch_bounds__(BLOCK, 4)
   float *Vs = Ks + TILE * LQ;   /* (64, LV) */
   float *Qs = Vs + TILE * LV;   /* (64, LQ) */
   float *dOs = Qs + TILE * LQ;  /* (64, LV) */
-  float *Ls = dOs + TILE * LV;  /* (64): lse of the query tile, +inf past N */
+  float *Ls = dOs + TILE * LV;  /* (64): lse log2 e of the query tile, +inf past N */
   float *Dl = Ls + TILE;        /* (64): delta of the query tile */
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3;
   const nam_block at(k, v, M, q, dout, N, D, Cv); /* owns keys, streams queries */
@@ -411,7 +411,7 @@ __global__ void __launch_bounds__(BLOCK, 4)
   for (int64_t r0 = 0; r0 < N; r0 += TILE) {
     __syncthreads(); /* the last query tile is used up */
     at.load_streamed<DP, CP, BLOCK, true>(Qs, LQ, dOs, LV, r0, tile_conv<BF16>());
-    at.tile_stats(Ls, Dl, lse, delta, r0, N);
+    at.tile_stats(Ls, Dl, lse, delta, r0, N, LOG2E); /* Ls in base 2 */
     __syncthreads();
     float st[8][4], dpt[8][4]; /* (16 keys, 64 queries): S^T and dP^T */
     products<DP, CP, BF16>(st, dpt, Ks, Qs, Vs, dOs, w);
@@ -420,7 +420,7 @@ __global__ void __launch_bounds__(BLOCK, 4)
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int qc = 8 * j + 2 * t + (e & 1);
-        const float p = exp2_approx(st[j][e] * scale2 - Ls[qc] * LOG2E);
+        const float p = exp2_approx(st[j][e] * scale2 - Ls[qc]);
         st[j][e] = p;
         dpt[j][e] = p * (dpt[j][e] - Dl[qc]) * scale;
       }
@@ -449,8 +449,7 @@ __global__ void __launch_bounds__(BLOCK)
   float L[2], Dr[2];
 #pragma unroll
   for (int h = 0; h < 2; h++) {
-    at.row_stats(&L[h], &Dr[h], lse, delta, at.row0 + w * WARP_ROWS + g + 8 * h, N);
-    L[h] *= LOG2E; /* P = 2^(S scale log2 e - lse log2 e) */
+    at.row_stats(&L[h], &Dr[h], lse, delta, at.row0 + w * WARP_ROWS + g + 8 * h, N, LOG2E); /* in base 2 */
   }
   const float scale2 = scale * LOG2E;
   float dqa[DP / 8][4];
