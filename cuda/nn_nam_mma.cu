@@ -11,8 +11,9 @@
  *             (exp2_approx) on scores scaled by log2(e) too, in every kernel.
  *   backward  delta (nam_tiles.cuh); per 64-key block S^T = K Q^T, dP^T = V dO^T,
  *             P^T and dS^T = P^T (dP^T - delta) scale, dV += P^T dO, dK += dS^T Q; per
- *             64-query block S, dP, dS, dQ += dS K. No atomics: the same gradients on
- *             every run. Each adds (+=) into its gradient, which may be NULL.
+ *             64-query block S, dP, dS, dQ += dS K (dS kept without its factor scale,
+ *             which multiplies dK and dQ once, at the end). No atomics: the same
+ *             gradients on every run. Each adds (+=) into its gradient, which may be NULL.
  * Accumulator layout (both kinds), lane = 4 g + t: c0 (g, 2t), c1 (g, 2t+1), c2 (g+8, 2t),
  * c3 (g+8, 2t+1); the operand layouts are at warp_mma. TF32 operands are rounded with
  * cvt.rna once, as they enter shared memory (tile loads), and P or dS as they become A
@@ -208,9 +209,10 @@ __device__ __forceinline__ void warp_mma_p(float (&acc)[NT][4], const float (&p)
   }
 }
 
-/* gp[(r0 + row) * cols + col] += acc over the warp's 16 rows at r0, inside rows x cols; gp may be NULL. */
+/* gp[(r0 + row) * cols + col] += f acc over the warp's 16 rows at r0, inside rows x cols; gp may be NULL. */
 template <int NT>
-__device__ __forceinline__ void warp_add(float *gp, const float (&acc)[NT][4], int64_t r0, int64_t rows, int cols) {
+__device__ __forceinline__ void warp_add(float *gp, const float (&acc)[NT][4], int64_t r0, int64_t rows, int cols,
+                                         float f = 1.f) {
   if (!gp) return;
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
@@ -219,7 +221,7 @@ __device__ __forceinline__ void warp_add(float *gp, const float (&acc)[NT][4], i
     for (int q = 0; q < 4; q++) {
       const int64_t r = r0 + g + 8 * (q >> 1);
       const int col = 8 * j + 2 * t + (q & 1);
-      if (r < rows && col < cols) gp[r * cols + col] += acc[j][q];
+      if (r < rows && col < cols) gp[r * cols + col] += f * acc[j][q];
     }
 }
 
@@ -422,12 +424,12 @@ __global__ void __launch_bounds__(BLOCK, 4)
         const int qc = 8 * j + 2 * t + (e & 1);
         const float p = exp2_approx(st[j][e] * scale2 - Ls[qc]);
         st[j][e] = p;
-        dpt[j][e] = p * (dpt[j][e] - Dl[qc]) * scale;
+        dpt[j][e] = p * (dpt[j][e] - Dl[qc]); /* dS^T / scale: scale goes onto dK at the end */
       }
     warp_mma_p<CP / 8, BF16>(dva, st, dOs, LV);  /* dV += P^T dO */
     warp_mma_p<DP / 8, BF16>(dka, dpt, Qs, LQ); /* dK += dS^T Q */
   }
-  warp_add(at.grad(dk, M, D), dka, at.row0 + w * WARP_ROWS, M, D);
+  warp_add(at.grad(dk, M, D), dka, at.row0 + w * WARP_ROWS, M, D, scale);
   warp_add(at.grad(dv, M, Cv), dva, at.row0 + w * WARP_ROWS, M, Cv);
 #endif
 }
@@ -466,12 +468,12 @@ __global__ void __launch_bounds__(BLOCK)
       for (int e = 0; e < 4; e++) {
         const int h = e >> 1;
         const float p = 8 * j + 2 * t + (e & 1) < keys ? exp2_approx(s[j][e] * scale2 - L[h]) : 0.f;
-        s[j][e] = p * (dp[j][e] - Dr[h]) * scale;
+        s[j][e] = p * (dp[j][e] - Dr[h]); /* dS / scale: scale goes onto dQ at the end */
       }
     warp_mma_p<DP / 8, BF16>(dqa, s, Ks, LQ); /* dQ += dS K */
     tiles.done();
   }
-  warp_add(at.grad(dq, N, D), dqa, at.row0 + w * WARP_ROWS, N, D);
+  warp_add(at.grad(dq, N, D), dqa, at.row0 + w * WARP_ROWS, N, D, scale);
 #endif
 }
 
