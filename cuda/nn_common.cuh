@@ -59,9 +59,10 @@ __device__ __forceinline__ double fv_nn_block_max(double v, double *scratch) {
   return scratch[0];
 }
 
-/* exp in the element type: expf for float (as the CPU's EXP), exp for double. */
-__device__ __forceinline__ float fv_nn_exp(float x) { return expf(x); }
-__device__ __forceinline__ double fv_nn_exp(double x) { return exp(x); }
+/* exp in the element type: expf for float (as the CPU's EXP), exp for double; also on the
+ * host (the kernels' __host__ __device__ bodies, emulated there). */
+__host__ __device__ __forceinline__ float fv_nn_exp(float x) { return expf(x); }
+__host__ __device__ __forceinline__ double fv_nn_exp(double x) { return exp(x); }
 
 /* Grid size for one block per row over rows rows (the kernels loop with a grid stride). */
 static inline unsigned fv_nn_row_blocks(int64_t rows) {

@@ -63,22 +63,6 @@ __global__ void nam_forward(T *out, T *lse, const T *q, const T *k, const T *v, 
   }
 }
 
-/* exp in the element type: fv_nn_exp on the device, libm's expf or exp on the host */
-__host__ __device__ __forceinline__ float nam_exp(float x) {
-#ifdef __CUDA_ARCH__
-  return fv_nn_exp(x);
-#else
-  return expf(x);
-#endif
-}
-__host__ __device__ __forceinline__ double nam_exp(double x) {
-#ifdef __CUDA_ARCH__
-  return fv_nn_exp(x);
-#else
-  return exp(x);
-#endif
-}
-
 /* The backward's per-row bodies; r is a query row (b * N + i), or a key row (b * M + j). */
 /* delta[r] = dout_r . out_r */
 template <typename T>
@@ -97,7 +81,7 @@ __host__ __device__ __forceinline__ void nam_dq_row(T *dq, const T *dout, const 
   T *dqi = dq + r * D;
   for (int64_t j = 0; j < M; j++) {
     const T *kj = kb + j * D, *vj = vb + j * Cv;
-    const T p = nam_exp((T)(scale * dot(qi, kj, D) - L));
+    const T p = fv_nn_exp((T)(scale * dot(qi, kj, D) - L));
     const T ds = p * (dot(dy, vj, Cv) - Di) * scale;
     for (int64_t d = 0; d < D; d++) dqi[d] += ds * kj[d];
   }
@@ -120,7 +104,7 @@ __host__ __device__ __forceinline__ void nam_dkdv_row(T *dk, T *dv, T *sk, T *sv
     for (int64_t c = 0; c < Cv; c++) av[c] = 0;
   for (int64_t i = 0; i < N; i++) {
     const T *qi = qb + i * D, *dy = dyb + i * Cv;
-    const T p = nam_exp((T)(scale * dot(qi, kj, D) - lse[b * N + i]));
+    const T p = fv_nn_exp((T)(scale * dot(qi, kj, D) - lse[b * N + i]));
     if (av)
       for (int64_t c = 0; c < Cv; c++) av[c] += p * dy[c];
     if (ak) {
