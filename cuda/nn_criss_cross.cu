@@ -98,9 +98,6 @@ template <typename T> struct cc_args {
   T *m, *inv, *delta;
 };
 
-__host__ __device__ __forceinline__ float cc_exp(float x) { return expf(x); }
-__host__ __device__ __forceinline__ double cc_exp(double x) { return exp(x); }
-
 /* Attended position j (0 .. J-1) of (h, w), as h' * W + w' in the image: the column
  * without (h, w), then the row. */
 __host__ __device__ __forceinline__ int64_t cc_pos(int64_t j, int64_t h, int64_t w, int64_t H, int64_t W) {
@@ -178,6 +175,35 @@ __host__ __device__ __forceinline__ void cc_dots(T (&r)[CC_JB], const T *own, co
   }
 }
 
+/* The thread's segment CC_JB positions at a time: f(pos, e, n) with pos from cc_block, n of
+ * them used, and e[jj] = cc_dots of own against other at pos[jj] over Cq channels (query(t)
+ * . key(pos), or, commuted, query(pos) . key(t)). */
+template <typename T, typename F>
+__host__ __device__ __forceinline__ void cc_walk(const cc_thread &t, const cc_dims &d, const T *own, const T *other,
+                                                 F f) {
+  for (int64_t j = t.j0; j < t.j1; j += CC_JB) {
+    int64_t pos[CC_JB];
+    T e[CC_JB];
+    const int n = cc_block(pos, j, t, d);
+    cc_dots(e, own, other, pos, d.Cq, d.HW);
+    f(pos, e, n);
+  }
+}
+
+/* acc[cc] += sum over jj < n, in order, of w[jj] * src[cc * HW + pos[jj]], for cc < nc. */
+template <typename T, int CH>
+__host__ __device__ __forceinline__ void cc_gather(T (&acc)[CH], const T (&w)[CC_JB], const T *src,
+                                                   const int64_t (&pos)[CC_JB], int n, int nc, int64_t HW) {
+  CC_UNROLL
+  for (int cc = 0; cc < CH; cc++)
+    if (cc < nc) {
+      const T *sc = src + cc * HW;
+      CC_UNROLL
+      for (int jj = 0; jj < CC_JB; jj++)
+        if (jj < n) acc[cc] += w[jj] * sc[pos[jj]];
+    }
+}
+
 /* The statistics' tables: 0 segment maxima, 1 segment sums of exp, 2 segment sums of a dA. */
 __host__ __device__ __forceinline__ double *cc_table(double *smem, int k) { return smem + k * CC_SEGS * CC_LANES; }
 
@@ -209,43 +235,32 @@ __host__ __device__ void cc_phase(const cc_args<T> &a, int phase, int64_t blk, i
     const int slot = seg * CC_LANES + lane;
     if (phase == 0) { /* segment maximum */
       T mx = (T)-INFINITY;
-      for (int64_t j = t.j0; j < t.j1; j += CC_JB) {
-        int64_t pos[CC_JB];
-        T e[CC_JB];
-        const int n = cc_block(pos, j, t, d);
-        cc_dots(e, qp, kb, pos, Cq, HW);
+      cc_walk(t, d, qp, kb, [&](const int64_t(&)[CC_JB], const T(&e)[CC_JB], int n) {
         CC_UNROLL
         for (int jj = 0; jj < CC_JB; jj++)
           if (jj < n) mx = e[jj] > mx ? e[jj] : mx;
-      }
+      });
       cc_table(smem, 0)[slot] = (double)mx;
     } else if (phase == 1) { /* segment sum of exp(e - m) */
       const T m = cc_max_of<T>(cc_table(smem, 0), lane);
       double l = 0;
-      for (int64_t j = t.j0; j < t.j1; j += CC_JB) {
-        int64_t pos[CC_JB];
-        T e[CC_JB];
-        const int n = cc_block(pos, j, t, d);
-        cc_dots(e, qp, kb, pos, Cq, HW);
+      cc_walk(t, d, qp, kb, [&](const int64_t(&)[CC_JB], const T(&e)[CC_JB], int n) {
         CC_UNROLL
         for (int jj = 0; jj < CC_JB; jj++)
-          if (jj < n) l += (double)cc_exp(e[jj] - m);
-      }
+          if (jj < n) l += (double)fv_nn_exp(e[jj] - m);
+      });
       cc_table(smem, 1)[slot] = l;
     } else if (phase == 2 && KIND == CC_STATS_DELTA) { /* segment sum of a_j dA_j */
       const T m = cc_max_of<T>(cc_table(smem, 0), lane), inv = (T)(1 / cc_sum_of(cc_table(smem, 1), lane));
       const T *dp = a.dout + t.b * Cv * HW + t.p, *vb = a.v + t.b * Cv * HW;
       double s = 0;
-      for (int64_t j = t.j0; j < t.j1; j += CC_JB) {
-        int64_t pos[CC_JB];
-        T e[CC_JB], dA[CC_JB];
-        const int n = cc_block(pos, j, t, d);
-        cc_dots(e, qp, kb, pos, Cq, HW);
+      cc_walk(t, d, qp, kb, [&](const int64_t(&pos)[CC_JB], const T(&e)[CC_JB], int n) {
+        T dA[CC_JB];
         cc_dots(dA, dp, vb, pos, Cv, HW);
         CC_UNROLL
         for (int jj = 0; jj < CC_JB; jj++)
-          if (jj < n) s += (double)(cc_exp(e[jj] - m) * inv) * (double)dA[jj];
-      }
+          if (jj < n) s += (double)(fv_nn_exp(e[jj] - m) * inv) * (double)dA[jj];
+      });
       cc_table(smem, 2)[slot] = s;
     } else if (phase == store && seg == 0 && t.valid) {
       a.m[t.e] = cc_max_of<T>(cc_table(smem, 0), lane);
@@ -279,55 +294,36 @@ __host__ __device__ void cc_phase(const cc_args<T> &a, int phase, int64_t blk, i
     const T *qp = qb + t.p;
     const T m = a.m[t.e], inv = a.inv[t.e], delta = KIND == CC_DQUERY ? a.delta[t.e] : (T)0;
     const T *src = KIND == CC_OUT ? vb : kb; /* out: a_j value(pos_j); dquery: dE_j key(pos_j) */
-    for (int64_t j = t.j0; j < t.j1; j += CC_JB) {
-      int64_t pos[CC_JB];
-      T e[CC_JB], w[CC_JB];
-      const int n = cc_block(pos, j, t, d);
-      cc_dots(e, qp, kb, pos, Cq, HW);
+    cc_walk(t, d, qp, kb, [&](const int64_t(&pos)[CC_JB], const T(&e)[CC_JB], int n) {
+      T w[CC_JB];
       CC_UNROLL
-      for (int jj = 0; jj < CC_JB; jj++) w[jj] = cc_exp(e[jj] - m) * inv;
+      for (int jj = 0; jj < CC_JB; jj++) w[jj] = fv_nn_exp(e[jj] - m) * inv;
       if (KIND == CC_DQUERY) {
         T dA[CC_JB];
         cc_dots(dA, db + t.p, vb, pos, Cv, HW);
         CC_UNROLL
         for (int jj = 0; jj < CC_JB; jj++) w[jj] = w[jj] * (dA[jj] - delta);
       }
-      CC_UNROLL
-      for (int cc = 0; cc < CH; cc++)
-        if (cc < nc) {
-          const T *sc = src + (t.c0 + cc) * HW;
-          CC_UNROLL
-          for (int jj = 0; jj < CC_JB; jj++)
-            if (jj < n) acc[cc] += w[jj] * sc[pos[jj]];
-        }
-    }
+      cc_gather<T, CH>(acc, w, src + t.c0 * HW, pos, n, nc, HW);
+    });
   } else {
     /* over the attendees of q = t: p_i = cc_pos(i, h, w), with p_i's own statistics */
     const T *kq = kb + t.p, *vq = vb + t.p;
     const T *sm = a.m + t.b * HW, *si = a.inv + t.b * HW, *sd = KIND == CC_DKEY ? a.delta + t.b * HW : (const T *)NULL;
     const T *src = KIND == CC_DKEY ? qb : db; /* dkey: dE(p -> q) query(p); dvalue: a(p -> q) dout(p) */
-    for (int64_t i = t.j0; i < t.j1; i += CC_JB) {
-      int64_t pos[CC_JB];
-      T e[CC_JB], w[CC_JB];
-      const int n = cc_block(pos, i, t, d);
-      cc_dots(e, kq, qb, pos, Cq, HW); /* query(p_i) . key(q), the products as p_i's (commuted) */
+    /* e: query(p_i) . key(q), the products as p_i's (commuted) */
+    cc_walk(t, d, kq, qb, [&](const int64_t(&pos)[CC_JB], const T(&e)[CC_JB], int n) {
+      T w[CC_JB];
       CC_UNROLL
-      for (int jj = 0; jj < CC_JB; jj++) w[jj] = cc_exp(e[jj] - sm[pos[jj]]) * si[pos[jj]];
+      for (int jj = 0; jj < CC_JB; jj++) w[jj] = fv_nn_exp(e[jj] - sm[pos[jj]]) * si[pos[jj]];
       if (KIND == CC_DKEY) {
         T dA[CC_JB];
         cc_dots(dA, vq, db, pos, Cv, HW); /* dout(p_i) . value(q) */
         CC_UNROLL
         for (int jj = 0; jj < CC_JB; jj++) w[jj] = w[jj] * (dA[jj] - sd[pos[jj]]);
       }
-      CC_UNROLL
-      for (int cc = 0; cc < CH; cc++)
-        if (cc < nc) {
-          const T *sc = src + (t.c0 + cc) * HW;
-          CC_UNROLL
-          for (int jj = 0; jj < CC_JB; jj++)
-            if (jj < n) acc[cc] += w[jj] * sc[pos[jj]];
-        }
-    }
+      cc_gather<T, CH>(acc, w, src + t.c0 * HW, pos, n, nc, HW);
+    });
   }
   CC_UNROLL
   for (int cc = 0; cc < CH; cc++) red[(seg * CH + cc) * CC_LANES + lane] = acc[cc];
