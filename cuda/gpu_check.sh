@@ -152,6 +152,31 @@ grep -E 'epoch|auc|AUC|error|rror' "$out/messidor.txt" | tail -n 4 | sed 's/^/  
 step "gpu bench" luajit bench/gpu.lua --runs "${FOVEA_BENCH_RUNS:-3}" --python "${PYTHON:-python3}" \
   >"$out/bench.txt" 2>&1
 grep -E '^(fovea|torch) ' "$out/bench.txt" | sed 's/^/  bench: /' | tee -a "$summary"
+# ---- NAM's kernels built other ways than the default (cuda/nn_nam_mma.cu): allowed 5
+# blocks per SM instead of 4 (FV_NAM_FORWARD_BLOCKS=5), and with its and dQ's K/V tiles
+# double-buffered by cp.async (FV_NAM_PIPELINE=1). Each a copy of build/ with only nn_nam_mma.o
+# rebuilt (the copy's files touched so that make rebuilds nothing else; its libfovea.so then
+# a link to build's, so that one core library is loaded); NAM alone timed with the default
+# library and each variant, appended to bench.txt ----
+nam_variant() { # NAME NVCC_DEFINE: build build-NAME (unless its libfovea_cuda.so was carried) and time NAM with it
+  local dir=build-$1
+  if [ ! -f "$dir/libfovea_cuda.so" ]; then
+    rm -rf "$dir" && cp -a build "$dir" && find "$dir" -exec touch {} + &&
+      rm -f "$dir/cuda/nn_nam_mma.o" "$dir/libfovea_cuda.so" &&
+      make -j16 BUILD="$dir" DNNL= NVCCFLAGS="-O2 $2" cuda >>"$out/build.log" 2>&1 || return 1
+  fi
+  ln -sf "$root/build/libfovea.so" "$dir/libfovea.so" &&
+    { echo; echo "== NAM alone, $2"; } >>"$out/bench.txt" &&
+    FOVEA_CUDA_LIB="$root/$dir/libfovea_cuda.so" luajit bench/gpu_nam_kernels.lua --passes 8 >>"$out/bench.txt" 2>&1
+}
+export -f nam_variant
+export out root
+{ echo; echo "== NAM alone, the default build"; } >>"$out/bench.txt"
+step "NAM alone (default)" luajit bench/gpu_nam_kernels.lua --passes 8 >>"$out/bench.txt" 2>&1
+step "NAM alone (5 blocks/SM)" bash -c 'nam_variant nam5 -DFV_NAM_FORWARD_BLOCKS=5'
+step "NAM alone (cp.async)" bash -c 'nam_variant nampipe -DFV_NAM_PIPELINE=1'
+grep -E '^(== NAM alone|median)' "$out/bench.txt" | tail -n 6 | paste - - | sed 's/^/  /' | tee -a "$summary"
+
 # fovea alone with NAM through cuBLAS instead of the fused mma.sync kernel, for comparison
 step "gpu bench (gemm NAM)" env FOVEA_NAM_KERNEL=gemm luajit bench/gpu.lua --runs "${FOVEA_BENCH_RUNS:-3}" \
   --python none >>"$out/bench.txt" 2>&1
@@ -169,29 +194,6 @@ grep -E '^(fovea|torch) ' "$out/bench.txt" | tail -n 13 | sed 's/^/  bench (bf16
 step "gpu bench (cudnn batch norm)" env FOVEA_BATCH_NORM_KERNEL=cudnn luajit bench/gpu.lua \
   --runs "${FOVEA_BENCH_RUNS:-3}" --python none >>"$out/bench.txt" 2>&1
 grep -E '^fovea ' "$out/bench.txt" | tail -n 9 | sed 's/^/  bench (cudnn bn): /' | tee -a "$summary"
-
-# ---- NAM's kernels built other ways than the default (cuda/nn_nam_mma.cu): allowed 5
-# blocks per SM instead of 4 (FV_NAM_FORWARD_BLOCKS=5), and with its and dQ's K/V tiles
-# double-buffered by cp.async (FV_NAM_PIPELINE=1). Each a copy of build/ with only nn_nam_mma.o
-# rebuilt (the copy's files touched so that make rebuilds nothing else; its libfovea.so then
-# a link to build's, so that one core library is loaded); NAM alone timed with the default
-# library and each variant, appended to bench.txt ----
-nam_variant() { # NAME NVCC_DEFINE: build build-NAME and time NAM with it
-  local dir=build-$1
-  rm -rf "$dir" && cp -a build "$dir" && find "$dir" -exec touch {} + &&
-    rm -f "$dir/cuda/nn_nam_mma.o" "$dir/libfovea_cuda.so" &&
-    make -j16 BUILD="$dir" DNNL= NVCCFLAGS="-O2 $2" cuda >>"$out/build.log" 2>&1 &&
-    ln -sf "$root/build/libfovea.so" "$dir/libfovea.so" &&
-    { echo; echo "== NAM alone, $2"; } >>"$out/bench.txt" &&
-    FOVEA_CUDA_LIB="$root/$dir/libfovea_cuda.so" luajit bench/gpu_nam_kernels.lua --passes 8 >>"$out/bench.txt" 2>&1
-}
-export -f nam_variant
-export out root
-{ echo; echo "== NAM alone, the default build"; } >>"$out/bench.txt"
-step "NAM alone (default)" luajit bench/gpu_nam_kernels.lua --passes 8 >>"$out/bench.txt" 2>&1
-step "NAM alone (5 blocks/SM)" bash -c 'nam_variant nam5 -DFV_NAM_FORWARD_BLOCKS=5'
-step "NAM alone (cp.async)" bash -c 'nam_variant nampipe -DFV_NAM_PIPELINE=1'
-grep -E '^(== NAM alone|median)' "$out/bench.txt" | tail -n 6 | paste - - | sed 's/^/  /' | tee -a "$summary"
 
 # ---- where a training step's time goes: every backend call timed (FOVEA_CUDA_PROFILE) ----
 step "gpu profile" env FOVEA_CUDA_PROFILE=1 luajit bench/gpu_profile.lua >"$out/profile.txt" 2>&1
@@ -217,9 +219,9 @@ ncu_bin=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /usr/local/cuda*/nsight-
 if [ -n "$ncu_bin" ]; then
   { echo; echo "== ncu ($ncu_bin): the NAM kernels (N = 9,409, batch 4)"; } >>"$out/profile.txt"
   ncu_pick=(--kernel-name regex:'mma_|delta_rows' --launch-skip 4 --launch-count 4)
-  limit=90 step "ncu NAM kernels" "$ncu_bin" "${ncu_pick[@]}" --set detailed luajit bench/gpu_nam_kernels.lua \
+  limit=75 step "ncu NAM kernels" "$ncu_bin" "${ncu_pick[@]}" --set detailed luajit bench/gpu_nam_kernels.lua \
     >>"$out/profile.txt" 2>&1 ||
-    limit=90 step "ncu NAM kernels (5 sections)" "$ncu_bin" "${ncu_pick[@]}" --section SpeedOfLight \
+    limit=75 step "ncu NAM kernels (5 sections)" "$ncu_bin" "${ncu_pick[@]}" --section SpeedOfLight \
       --section Occupancy --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis \
       luajit bench/gpu_nam_kernels.lua >>"$out/profile.txt" 2>&1
 else
