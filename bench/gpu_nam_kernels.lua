@@ -4,7 +4,8 @@
 -- at: cuda/gpu_check.sh runs it under Nsight Compute (ncu), skipping the warm-up's
 -- launches, to report each NAM kernel's occupancy, issue-slot use and stall reasons.
 -- With --passes P > 2, the median of passes 2 .. P is printed last, the forward's alone
--- beside it (cuda/gpu_check.sh compares builds of nn_nam_mma.cu with it).
+-- beside it (cuda/gpu_check.sh times NAM alone with it; to compare builds of nn_nam_mma.cu, run it
+-- with FOVEA_CUDA_LIB naming each build's libfovea_cuda.so).
 -- Needs a GPU and the CUDA backend (make cuda):
 --   luajit bench/gpu_nam_kernels.lua [--side 97] [--batch 4] [--passes 2]
 package.path = './?.lua;./?/init.lua;./lua/?.lua;./lua/?/init.lua;' .. package.path

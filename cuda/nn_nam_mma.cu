@@ -22,8 +22,7 @@
  * D and Cv are padded to DP (16, 32, 64) and CP (32, 64) with zeros; sm_80 and later
  * (the kernels compile empty for compute_75, which mma_ready refuses). nn_nam.cu
  * chooses it. Each kernel's prologue (nam_block) and the host side (run_kernels) are
- * nam_tiles.cuh's, shared with nn_nam_flash.cu; the forward's and dQ's streamed tiles come
- * through kv_stream (loaded when needed, or double-buffered by cp.async: FV_NAM_PIPELINE).
+ * nam_tiles.cuh's, shared with nn_nam_flash.cu.
  * spec/nam_mma_emulated_spec.lua runs these kernels on the CPU with their inline PTX
  * emulated: it knows each asm statement here by its first words, and stops at a new one.
  * Build: nvcc -std=c++17 -O2 -fmad=false -Xcompiler -fPIC -Icore -c cuda/nn_nam_mma.cu -o build/cuda/nn_nam_mma.o */
@@ -45,24 +44,15 @@ using namespace nam_tiles;
 
 constexpr int BLOCK = 128; /* 4 warps: TILE rows */
 
-/* The K and V tiles of the forward and dQ kernels: 0 loads each when it is needed (the
- * block waits for its global loads); 1 double-buffers them with cp.async, the next tile
- * arriving while this one is used (kv_stream), for 27 KB more shared memory per block (at
- * DP 32, CP 64 the forward's 62.5 KB allow 3 blocks per SM, dQ's 80 KB 2).
- * cuda/gpu_check.sh times both. */
-#ifndef FV_NAM_PIPELINE
-#define FV_NAM_PIPELINE 0
-#endif
-
-/* Blocks per SM that the forward's registers must allow (__launch_bounds__). Without the
- * pipeline 4 (128 registers, no spill at DP 32, CP 64) or 5 (96 registers, 28 bytes
- * spilled; with 132 SMs the 592 blocks of the batch-4 NAM fit one wave instead of 1.12;
- * cuda/gpu_check.sh times both); with it 3, what its shared memory allows (at 4 it spills).
+/* Blocks per SM that the forward's registers must allow (__launch_bounds__): 5 (96
+ * registers, 28 bytes spilled at DP 32, CP 64), so that with 132 SMs the 592 blocks of the
+ * batch-4 NAM fit one wave instead of 1.12. On the H200, NAM alone at N = 9,409, batch 4
+ * took 3.26 ms forward + backward (forward 0.92) against 3.36 (0.98) at 4 blocks (128
+ * registers, no spill), and 3.90 (1.13) with the K/V tiles double-buffered by cp.async (3
+ * blocks per SM, what its shared memory allowed; that code is gone).
  * The dK/dV kernel asks for 4 (128 registers, no spill at DP 32, CP 64, where it would take
  * 161 and allow 3). */
-#ifndef FV_NAM_FORWARD_BLOCKS
-#define FV_NAM_FORWARD_BLOCKS (FV_NAM_PIPELINE ? 3 : 4)
-#endif
+constexpr int FORWARD_BLOCKS = 5;
 
 #if FV_NAM_MMA
 constexpr int WARP_ROWS = 16; /* rows per warp */
@@ -225,87 +215,6 @@ __device__ __forceinline__ void warp_add(float *gp, const float (&acc)[NT][4], i
     }
 }
 
-/* 16 bytes from global src to shared dst without registers, in the background (cp.async;
- * bytes 0: zeros, nothing read); they land after cp_async_wait lets them. */
-__device__ __forceinline__ void cp_async16(float *dst, const float *src, int bytes) {
-  const unsigned shared = (unsigned)__cvta_generic_to_shared(dst);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(shared), "l"(src), "r"(bytes));
-}
-/* Closes the group of this thread's cp.async calls since the last commit. */
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-/* Waits until at most N of this thread's committed groups are in flight; the others' bytes
- * are then visible to this thread. */
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
-
-/* The streamed K and V tiles of the forward and dQ kernels (64 rows, strides DP + 4 and
- * CP + 4, TF32-rounded unless BF16). PIPELINE 0: one buffer; next() loads the tile between
- * two barriers, as load_streamed. PIPELINE 1: two buffers; next() first sends the following
- * tile to the other buffer by cp.async in 16-byte pieces (zeros past the rows and columns),
- * then waits for its own tile's pieces, rounds them in place (a thread the pieces it sent),
- * and meets the block at a barrier; done() is the barrier after which its buffer may be
- * overwritten. The tile loads of load_tile's VEC path (aligned rows of multiples of 4
- * floats). */
-template <int DP, int CP, bool BF16, int PIPELINE> struct kv_stream {
-  static constexpr int LQ = DP + 4, LV = CP + 4, STAGE = TILE * (LQ + LV); /* a buffer: K (64, LQ), V (64, LV) */
-  const nam_block &at;
-  float *const smem; /* the buffers */
-  int stage = 0;     /* the buffer of the tile in use */
-
-  __device__ __forceinline__ kv_stream(const nam_block &at_, float *smem_) : at(at_), smem(smem_) {
-    if (PIPELINE) {
-      send(0, 0);
-      cp_async_commit();
-    }
-  }
-  template <int W> __device__ __forceinline__ void send_tile(float *dst, int ld, const float *src, int64_t r0, int cols) {
-    constexpr int W4 = W / 4; /* pieces per row */
-#pragma unroll 1 /* asynchronous: nothing to gain from unrolling, registers to lose */
-    for (int e = threadIdx.x; e < TILE * W4; e += BLOCK) {
-      const int r = e / W4, c = 4 * (e % W4);
-      const bool in = r0 + r < at.str_rows && c < cols;
-      cp_async16(dst + r * ld + c, in ? src + (r0 + r) * cols + c : src, in ? 16 : 0);
-    }
-  }
-  __device__ __forceinline__ void send(int st, int64_t r0) {
-    send_tile<DP>(smem + st * STAGE, LQ, at.str_d, r0, at.D);
-    send_tile<CP>(smem + st * STAGE + TILE * LQ, LV, at.str_c, r0, at.Cv);
-  }
-  template <int W> __device__ __forceinline__ void round_tile(float *t, int ld) {
-    constexpr int W4 = W / 4;
-    const tile_conv<BF16> conv;
-#pragma unroll 1
-    for (int e = threadIdx.x; e < TILE * W4; e += BLOCK) {
-      float4 *p = reinterpret_cast<float4 *>(t + (e / W4) * ld + 4 * (e % W4));
-      const float4 x = *p;
-      *p = make_float4(conv(x.x), conv(x.y), conv(x.z), conv(x.w));
-    }
-  }
-  /* The tile of streamed rows c0 .. c0+63 in *K and *V, ready for the whole block. */
-  __device__ __forceinline__ void next(int64_t c0, float **K, float **V) {
-    *K = smem + stage * STAGE;
-    *V = *K + TILE * LQ;
-    if (!PIPELINE) {
-      __syncthreads(); /* the last tile is used up */
-      at.load_streamed<DP, CP, BLOCK, true>(*K, LQ, *V, LV, c0, tile_conv<BF16>());
-    } else {
-      if (c0 + TILE < at.str_rows) send(stage ^ 1, c0 + TILE);
-      cp_async_commit(); /* (empty after the last tile) */
-      cp_async_wait<1>(); /* this tile's pieces have landed */
-      if (!BF16) {
-        round_tile<DP>(*K, LQ);
-        round_tile<CP>(*V, LV);
-      }
-    }
-    __syncthreads();
-  }
-  __device__ __forceinline__ void done() {
-    if (PIPELINE) {
-      __syncthreads(); /* this buffer is used up: the tile after next may go there */
-      stage ^= 1;
-    }
-  }
-};
-
 /* Max and sum over the 4 lanes of a quad (the lanes holding one row of a C fragment). */
 __device__ __forceinline__ float quad_max(float v) {
   v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
@@ -318,23 +227,25 @@ __device__ __forceinline__ float quad_sum(float v) {
 #endif
 
 template <int DP, int CP, bool BF16>
-__global__ void __launch_bounds__(BLOCK, FV_NAM_FORWARD_BLOCKS)
+__global__ void __launch_bounds__(BLOCK, FORWARD_BLOCKS)
     mma_forward(float *out, float *lse, const float *q, const float *k, const float *v, int64_t N, int64_t M, int D,
                 int Cv, float scale) {
 #if FV_NAM_MMA
   extern __shared__ __align__(16) float smem[];
   constexpr int LQ = DP + 4, LV = CP + 4;
-  float *Qs = smem; /* (64, LQ), then kv_stream's (64, LQ) K and (64, LV) V tiles */
+  float *Qs = smem;            /* (64, LQ) */
+  float *Ks = Qs + TILE * LQ;  /* (64, LQ) */
+  float *Vs = Ks + TILE * LQ;  /* (64, LV) */
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const nam_block at(q, NULL, N, k, v, M, D, Cv); /* owns queries, streams keys */
   at.load_own<DP, BLOCK, true>(Qs, LQ, tile_conv<BF16>());
-  kv_stream<DP, CP, BF16, FV_NAM_PIPELINE> tiles(at, Qs + TILE * LQ);
   const float scale2 = scale * LOG2E; /* scores in base 2: m and the exponents too */
   float o[CP / 8][4], m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.f, 0.f };
   zero(o);
   for (int64_t c0 = 0; c0 < M; c0 += TILE) {
-    float *Ks, *Vs;
-    tiles.next(c0, &Ks, &Vs);
+    __syncthreads(); /* the last key tile is used up */
+    at.load_streamed<DP, CP, BLOCK, true>(Ks, LQ, Vs, LV, c0, tile_conv<BF16>());
+    __syncthreads();
     float s[8][4];
     zero(s);
     warp_mma<DP, 8, BF16>(s, Qs + w * WARP_ROWS * LQ, LQ, Ks, LQ);
@@ -368,7 +279,6 @@ __global__ void __launch_bounds__(BLOCK, FV_NAM_FORWARD_BLOCKS)
 #pragma unroll
       for (int e = 0; e < 4; e++) o[j][e] *= alpha[e >> 1];
     warp_mma_p<CP / 8, BF16>(o, s, Vs, LV);
-    tiles.done();
   }
 #pragma unroll
   for (int h = 0; h < 2; h++) l[h] = quad_sum(l[h]); /* the row's sum, once (every lane: shuffles) */
@@ -443,11 +353,12 @@ __global__ void __launch_bounds__(BLOCK)
   extern __shared__ __align__(16) float smem[];
   constexpr int LQ = DP + 4, LV = CP + 4;
   float *Qs = smem;            /* (64, LQ) */
-  float *dOs = Qs + TILE * LQ; /* (64, LV), then kv_stream's K and V tiles */
+  float *dOs = Qs + TILE * LQ; /* (64, LV) */
+  float *Ks = dOs + TILE * LV; /* (64, LQ) */
+  float *Vs = Ks + TILE * LQ;  /* (64, LV) */
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const nam_block at(q, dout, N, k, v, M, D, Cv); /* owns queries, streams keys */
   at.load_own<DP, CP, BLOCK, true>(Qs, LQ, dOs, LV, tile_conv<BF16>());
-  kv_stream<DP, CP, BF16, FV_NAM_PIPELINE> tiles(at, dOs + TILE * LV);
   float L[2], Dr[2];
 #pragma unroll
   for (int h = 0; h < 2; h++) {
@@ -457,8 +368,9 @@ __global__ void __launch_bounds__(BLOCK)
   float dqa[DP / 8][4];
   zero(dqa);
   for (int64_t c0 = 0; c0 < M; c0 += TILE) {
-    float *Ks, *Vs;
-    tiles.next(c0, &Ks, &Vs);
+    __syncthreads(); /* the last key tile is used up */
+    at.load_streamed<DP, CP, BLOCK, true>(Ks, LQ, Vs, LV, c0, tile_conv<BF16>());
+    __syncthreads();
     float s[8][4], dp[8][4];
     products<DP, CP, BF16>(s, dp, Qs, Ks, dOs, Vs, w);
     const int keys = M - c0 < TILE ? (int)(M - c0) : TILE; /* of this tile: 32-bit tests below */
@@ -471,21 +383,20 @@ __global__ void __launch_bounds__(BLOCK)
         s[j][e] = p * (dp[j][e] - Dr[h]); /* dS / scale: scale goes onto dQ at the end */
       }
     warp_mma_p<DP / 8, BF16>(dqa, s, Ks, LQ); /* dQ += dS K */
-    tiles.done();
   }
   warp_add(at.grad(dq, N, D), dqa, at.row0 + w * WARP_ROWS, N, D, scale);
 #endif
 }
 
 /* Shared bytes of each kernel for DP, CP. */
-constexpr size_t forward_smem(int DP, int CP) { /* Q, then one or two K and V tiles (kv_stream) */
-  return sizeof(float) * TILE * ((DP + 4) + (FV_NAM_PIPELINE ? 2 : 1) * ((DP + 4) + (CP + 4)));
+constexpr size_t forward_smem(int DP, int CP) { /* Q, K, V */
+  return sizeof(float) * TILE * ((DP + 4) + (DP + 4) + (CP + 4));
 }
 constexpr size_t dkdv_smem(int DP, int CP) {
   return sizeof(float) * (TILE * (2 * (DP + 4) + 2 * (CP + 4)) + 2 * TILE);
 }
-constexpr size_t dq_smem(int DP, int CP) { /* Q, dO, then one or two K and V tiles (kv_stream) */
-  return sizeof(float) * TILE * ((DP + 4) + (CP + 4) + (FV_NAM_PIPELINE ? 2 : 1) * ((DP + 4) + (CP + 4)));
+constexpr size_t dq_smem(int DP, int CP) { /* Q, dO, K, V */
+  return sizeof(float) * TILE * ((DP + 4) + (CP + 4) + (DP + 4) + (CP + 4));
 }
 
 template <int DP, int CP, bool BF16> int run(const fv_nn_call *c, int backward) {

@@ -40,7 +40,10 @@ end
 local function shape_str(t) return table.concat(t:size(), 'x') end
 
 -- Asserts that got (on the GPU) matches want (on the CPU): same shape and dtype, values
--- equal within rtol * |want| + atol (NaN matches NaN; infinities must be equal).
+-- equal within rtol * |want| + atol (NaN matches NaN; infinities must be equal). atol
+-- { of_largest = f }: f times the largest finite |want| (at least 1), for results whose
+-- rounding error scales with the whole tensor rather than with each element (bfloat16
+-- operands summed over many terms).
 local function same(want, got, rtol, atol, what)
   rtol, atol = rtol or 0, atol or 0
   what = what or ''
@@ -48,6 +51,14 @@ local function same(want, got, rtol, atol, what)
   assert.are.equal(want:dtype(), got:dtype(), what .. ': dtype')
   assert.are.equal(shape_str(want), shape_str(got), what .. ': shape')
   local a, b = flat(want), flat(got)
+  if type(atol) == 'table' then
+    local largest = 1
+    for i = 1, #a do
+      local x = math.abs(a[i])
+      if x == x and x ~= math.huge and x > largest then largest = x end
+    end
+    atol = atol.of_largest * largest
+  end
   for i = 1, #a do
     local x, y = a[i], b[i]
     local ok
@@ -860,9 +871,13 @@ describe('cuda #gpu', function()
   end)
 
   gpu_it('computes NAM attention under bf16 autocast within bfloat16 precision', function()
-    -- the fused mma kernels with bfloat16 operands where D and Cv fit (64), TF32 elsewhere
+    -- the fused mma kernels with bfloat16 operands where D and Cv fit (64), TF32 elsewhere.
+    -- An element's error is that of sums over up to 130 products of bfloat16 operands (8
+    -- bits), so it is measured against the tensor's largest value: at 2x130x75x32x64 the
+    -- largest dK is 9.6, one bfloat16 step there 0.0375, and the H200 was 0.032 off at an
+    -- element of 0.02 (the emulated spec takes the same measure).
     local ok, err = pcall(fv.cuda.autocast, 'bf16', function()
-      for _, s in ipairs(nam_shapes) do check_nam('float32', s, 3e-2, 3e-2, ' under bf16 autocast') end
+      for _, s in ipairs(nam_shapes) do check_nam('float32', s, 3e-2, { of_largest = 3e-2 }, ' under bf16 autocast') end
     end)
     assert(ok, err)
   end)
@@ -1107,7 +1122,10 @@ describe('cuda #gpu', function()
     assert.is_true(s1.in_use >= s0.in_use + 8 * 1024 * 1024, 'the pinned block is counted')
     assert.is_true(s1.allocations > s0.allocations)
     local gb = pb:cuda()
-    assert.are.equal((big * 2):sum():item(), (gb * 2):sum():item())
+    -- (summed in another order on the GPU: equal to float64's rounding, not bit for bit)
+    local want_sum, got_sum = (big * 2):sum():item(), (gb * 2):sum():item()
+    assert.is_true(math.abs(want_sum - got_sum) <= 1e-12 * math.abs(want_sum), ('sum %.17g, cpu %.17g'):format(got_sum,
+      want_sum))
     same(big, gb, 0, 0, 'uploaded values')
     assert.is_true(fv.cuda.pinned_stats().in_flight >= 1, 'the last upload is held until settled')
     fv.cuda.synchronize()

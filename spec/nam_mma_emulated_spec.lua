@@ -1,14 +1,12 @@
 -- nam_mma_emulated_spec.lua: cuda/nn_nam_mma.cu's kernels (the fused NAM attention on
 -- tensor cores: forward, dK/dV, dQ; TF32 and bfloat16) run on the CPU, without nvcc or a
 -- GPU, against a float64 attention. The kernels' own source is used: their device code
--- (and cuda/nam_tiles.cuh's) is cut out of the files, its four pieces of inline PTX
--- (cvt.rna.tf32, ex2.approx, the two mma.sync, cp.async) replaced by calls to the emulations of
+-- (and cuda/nam_tiles.cuh's) is cut out of the files, its inline PTX (cvt.rna.tf32,
+-- ex2.approx, the two mma.sync) replaced by calls to the emulations of
 -- spec/cuda_emulated/nam_mma_shim.h, and compiled with the host's C++ compiler into
 -- spec/cuda_emulated/nam_mma_check.cpp, which runs every block of each kernel's grid as
--- 128 threads, built twice: as it is, and with the forward's and dQ's K/V tiles double-buffered
--- by cp.async (FV_NAM_PIPELINE=1). What this checks: the fragment layouts, the softmax and
--- its rescaling, padding and tails of rows and columns, the 16-byte tile loads, the
--- pipeline's buffers and waits, the gradients' +=. What
+-- 128 threads. What this checks: the fragment layouts, the softmax and its rescaling,
+-- padding and tails of rows and columns, the 16-byte tile loads, the gradients' +=. What
 -- it cannot: timing, memory ordering on the GPU, the compiler's code for sm_90; the
 -- #gpu cases of spec/cuda_spec.lua check those on a GPU.
 local helpers = require 'spec.helpers'
@@ -50,9 +48,6 @@ local function kernel_source()
     { 'asm("ex2.approx.ftz.f32', 'r = emu_ex2(x);' },
     { 'asm volatile("mma.sync.aligned.m16n8k8.', 'emu_mma(c, a, b0, b1, false);' },
     { 'asm volatile("mma.sync.aligned.m16n8k16.', 'emu_mma(c, a, b0, b1, true);' },
-    { 'asm volatile("cp.async.cg.shared.global', 'emu_cp_async(dst, src, bytes);' },
-    { 'asm volatile("cp.async.commit_group', 'emu_cp_async_commit();' },
-    { 'asm volatile("cp.async.wait_group', 'emu_cp_async_wait(N);' },
   } do
     mma = replace_statement(mma, r[1], r[2], 'nn_nam_mma.cu')
   end
@@ -63,7 +58,7 @@ end
 
 describe('NAM mma kernels emulated on the CPU (spec/cuda_emulated/)', function()
   local built, log
-  local programs = { dir .. '/nam_mma_check', dir .. '/nam_mma_check_pipeline' } -- FV_NAM_PIPELINE 0, 1
+  local program = dir .. '/nam_mma_check'
   setup(function()
     os.execute('mkdir -p ' .. dir)
     local ok, source = pcall(kernel_source)
@@ -74,27 +69,21 @@ describe('NAM mma kernels emulated on the CPU (spec/cuda_emulated/)', function()
     local f = assert(io.open(dir .. '/nam_mma_kernels.inc', 'wb'))
     f:write(source)
     f:close()
-    built = true
-    for pipeline, program in ipairs(programs) do
-      -- without `make sanitize`'s LD_PRELOAD of the sanitizer runtimes
-      local status, out = run(('env -u LD_PRELOAD c++ -std=c++17 -O1 -w -Ispec/cuda_emulated -I%s ' ..
-        '-DNAM_MMA_KERNELS=\'"nam_mma_kernels.inc"\' -DFV_NAM_PIPELINE=%d -o %s spec/cuda_emulated/nam_mma_check.cpp ' ..
-        '-lpthread'):format(dir, pipeline - 1, program))
-      if status ~= 0 then built, log = false, out end
-    end
+    -- without `make sanitize`'s LD_PRELOAD of the sanitizer runtimes
+    local status, out = run(('env -u LD_PRELOAD c++ -std=c++17 -O1 -w -Ispec/cuda_emulated -I%s ' ..
+      '-DNAM_MMA_KERNELS=\'"nam_mma_kernels.inc"\' -o %s spec/cuda_emulated/nam_mma_check.cpp -lpthread'):format(dir,
+      program))
+    built, log = status == 0, out
   end)
 
   -- B, N, M, D, Cv: tails of query and key tiles, D and Cv padded (20 -> 32, 36 -> 64),
   -- every padded width, and the batch-4 model's widths
   for _, s in ipairs { { 2, 130, 75, 32, 64 }, { 1, 33, 70, 16, 8 }, { 2, 65, 131, 20, 36 }, { 1, 64, 64, 64, 64 },
     { 1, 40, 50, 64, 24 } } do
-    it(('agrees with float64 attention at B N M D Cv = %s (TF32 and bfloat16, both tile loaders)'):format(table.concat(s, ' ')),
-      function()
-        assert(built, 'building the emulated kernels failed:\n' .. tostring(log))
-        for _, program in ipairs(programs) do
-          local status, out = run(('env -u LD_PRELOAD %s %s'):format(program, table.concat(s, ' ')))
-          assert(status == 0 and out:match('all ok'), program .. ':\n' .. out)
-        end
-      end)
+    it(('agrees with float64 attention at B N M D Cv = %s (TF32 and bfloat16)'):format(table.concat(s, ' ')), function()
+      assert(built, 'building the emulated kernels failed:\n' .. tostring(log))
+      local status, out = run(('env -u LD_PRELOAD %s %s'):format(program, table.concat(s, ' ')))
+      assert(status == 0 and out:match('all ok'), program .. ':\n' .. out)
+    end)
   end
 end)

@@ -5,8 +5,7 @@
  * warp barriers, each lane then computing its own results as the PTX ISA lays them out
  * (m16n8k8 TF32 with the operands' low 13 bits ignored, m16n8k16 bfloat16; products
  * summed in double); cvt.rna.tf32 (nearest, ties away), ex2.approx.ftz (exp2f, subnormal
- * results flushed), cp.async with its groups, and bfloat16 rounding (nearest even)
- * emulated. */
+ * results flushed) and bfloat16 rounding (nearest even) emulated. */
 #ifndef FOVEA_SPEC_NAM_MMA_SHIM_H
 #define FOVEA_SPEC_NAM_MMA_SHIM_H
 #include <pthread.h>
@@ -55,28 +54,6 @@ static inline uint32_t emu_tf32(float x) {
   if ((u & 0x7f800000u) == 0x7f800000u) return u;
   u += 0x1000u;
   return u & 0xffffe000u;
-}
-/* cp.async: a thread's copies wait in its open group until commit closes it; wait_group
- * N performs all but the N newest closed groups, as late as the hardware may, so that a
- * tile read before its wait sees stale data here too. 16 bytes, or zeros for bytes 0. */
-#include <vector>
-struct emu_copy { float *dst; const float *src; int bytes; };
-thread_local std::vector<emu_copy> emu_open;
-thread_local std::vector<std::vector<emu_copy>> emu_closed;
-static inline size_t __cvta_generic_to_shared(const void *p) { return (size_t)p; }
-static inline void emu_cp_async(float *dst, const float *src, int bytes) { emu_open.push_back({dst, src, bytes}); }
-static inline void emu_cp_async_commit() {
-  emu_closed.push_back(emu_open);
-  emu_open.clear();
-}
-static inline void emu_cp_async_wait(int n) {
-  while ((int)emu_closed.size() > n) {
-    for (const emu_copy &c : emu_closed.front()) {
-      if (c.bytes == 16) memcpy(c.dst, c.src, 16);
-      else memset(c.dst, 0, 16);
-    }
-    emu_closed.erase(emu_closed.begin());
-  }
 }
 static inline float emu_ex2(float x) { float r = exp2f(x); return std::fpclassify(r) == FP_SUBNORMAL ? 0.f : r; }
 static inline float tfv(uint32_t u) { return __uint_as_float(u & 0xffffe000u); }
