@@ -23,13 +23,24 @@ struct as_is {
   __device__ __forceinline__ float operator()(float x) const { return x; }
 };
 
+/* conv's values of the four floats x at dst[0..3]: one 16-byte store into a float tile; one
+ * 8-byte store of two pairs (conv.pair: two values in a register, the first in the low
+ * half) into a tile of 16-bit values (nn_nam_mma.cu's bfloat16 tiles). */
+template <typename Conv> __device__ __forceinline__ void put4(float *dst, float4 x, Conv conv) {
+  *reinterpret_cast<float4 *>(dst) = make_float4(conv(x.x), conv(x.y), conv(x.z), conv(x.w));
+}
+template <typename Conv> __device__ __forceinline__ void put4(uint16_t *dst, float4 x, Conv conv) {
+  *reinterpret_cast<uint2 *>(dst) = make_uint2(conv.pair(x.x, x.y), conv.pair(x.z, x.w));
+}
+
 /* dst[r][c] (row stride ld) = conv(src[(r0 + r) * cols + c]) for r < 64, c < W; zero
- * outside rows x cols. Blocks of NT threads. VEC: in 16-byte pieces (a float4 load and
- * store per 4 columns), for callers that guarantee W, cols and ld multiples of 4 and src
- * and dst 16-byte aligned (one path only: both in one kernel cost the mma kernels
- * registers and spills); else a float at a time. */
-template <int W, int NT = THREADS, bool VEC = false, typename Conv = as_is>
-__device__ __forceinline__ void load_tile(float *dst, int ld, const float *src, int64_t r0, int64_t rows, int cols,
+ * outside rows x cols. T: float, or uint16_t for a conv that gives 16-bit values (VEC
+ * only). Blocks of NT threads. VEC: in pieces of 4 columns (a float4 load, put4's store),
+ * for callers that guarantee W, cols and ld multiples of 4 and src and dst aligned to a
+ * piece (one path only: both in one kernel cost the mma kernels registers and spills);
+ * else a float at a time. */
+template <int W, int NT = THREADS, bool VEC = false, typename Conv = as_is, typename T>
+__device__ __forceinline__ void load_tile(T *dst, int ld, const float *src, int64_t r0, int64_t rows, int cols,
                                           Conv conv = Conv()) {
   if constexpr (VEC) {
     static_assert(W % 4 == 0, "load_tile: 16-byte pieces need W a multiple of 4");
@@ -39,9 +50,10 @@ __device__ __forceinline__ void load_tile(float *dst, int ld, const float *src, 
       const int64_t gr = r0 + r;
       float4 x = make_float4(0.f, 0.f, 0.f, 0.f); /* cols % 4 == 0: a piece is wholly in or out */
       if (gr < rows && c < cols) x = *reinterpret_cast<const float4 *>(src + gr * cols + c);
-      *reinterpret_cast<float4 *>(dst + r * ld + c) = make_float4(conv(x.x), conv(x.y), conv(x.z), conv(x.w));
+      put4(dst + r * ld + c, x, conv);
     }
   } else {
+    static_assert(sizeof(T) == sizeof(float), "load_tile: 16-bit tiles load in pieces (VEC)");
     for (int e = threadIdx.x; e < TILE * W; e += NT) {
       const int r = e / W, c = e % W;
       const int64_t gr = r0 + r;
@@ -81,19 +93,19 @@ struct nam_block {
 
   /* The block's own rows of the D-wide operand into A (WA wide, row stride lda), each
    * value through conv (load_tile, VEC as there); zero past the side's rows. */
-  template <int WA, int NT = THREADS, bool VEC = false, typename Conv = as_is>
-  __device__ __forceinline__ void load_own(float *A, int lda, Conv conv = Conv()) const {
+  template <int WA, int NT = THREADS, bool VEC = false, typename Conv = as_is, typename T>
+  __device__ __forceinline__ void load_own(T *A, int lda, Conv conv = Conv()) const {
     load_tile<WA, NT, VEC>(A, lda, own_d + b * own_rows * D, row0, own_rows, D, conv);
   }
   /* The same, then those rows of the Cv-wide operand into C (WC wide, stride ldc). */
-  template <int WA, int WC, int NT = THREADS, bool VEC = false, typename Conv = as_is>
-  __device__ __forceinline__ void load_own(float *A, int lda, float *C, int ldc, Conv conv = Conv()) const {
+  template <int WA, int WC, int NT = THREADS, bool VEC = false, typename Conv = as_is, typename T>
+  __device__ __forceinline__ void load_own(T *A, int lda, T *C, int ldc, Conv conv = Conv()) const {
     load_own<WA, NT, VEC>(A, lda, conv);
     load_tile<WC, NT, VEC>(C, ldc, own_c + b * own_rows * Cv, row0, own_rows, Cv, conv);
   }
   /* Streamed rows r0 .. r0+63 of both operands into A and C, as load_own. */
-  template <int WA, int WC, int NT = THREADS, bool VEC = false, typename Conv = as_is>
-  __device__ __forceinline__ void load_streamed(float *A, int lda, float *C, int ldc, int64_t r0,
+  template <int WA, int WC, int NT = THREADS, bool VEC = false, typename Conv = as_is, typename T>
+  __device__ __forceinline__ void load_streamed(T *A, int lda, T *C, int ldc, int64_t r0,
                                                 Conv conv = Conv()) const {
     load_tile<WA, NT, VEC>(A, lda, str_d, r0, str_rows, D, conv);
     load_tile<WC, NT, VEC>(C, ldc, str_c, r0, str_rows, Cv, conv);

@@ -3,7 +3,8 @@
  * (m16n8k16), float32 accumulation either way. FlashAttention-2's schedule with the
  * scores, the softmax state and the accumulators in registers: a block of 4 warps takes
  * 64 rows (queries, or keys in the dK/dV pass), each warp 16 of them; 64-row tiles of the
- * other side stream through shared memory (float32). P (or dS) stays in registers: the
+ * other side stream through shared memory (float32 rounded to TF32, or bfloat16). P (or
+ * dS) stays in registers: the
  * accumulator fragments of one product are the A fragments of the next (warp_mma_p).
  *   forward   S = Q K^T, online max per row (quad shuffles) and sums per lane (added
  *             across the quad once, at the end), O = O alpha + P V;
@@ -17,8 +18,9 @@
  * Accumulator layout (both kinds), lane = 4 g + t: c0 (g, 2t), c1 (g, 2t+1), c2 (g+8, 2t),
  * c3 (g+8, 2t+1); the operand layouts are at warp_mma. TF32 operands are rounded with
  * cvt.rna once, as they enter shared memory (tile loads), and P or dS as they become A
- * fragments, not at each fragment load; bfloat16 ones to nearest even, at each fragment
- * load.
+ * fragments, not at each fragment load; bfloat16 ones to nearest even, likewise, the tiles
+ * then holding bfloat16 (half the shared memory; a register's pair of operands one 32-bit
+ * load along a row, or two 16-bit loads down a column).
  * D and Cv are padded to DP (16, 32, 64) and CP (32, 64) with zeros; sm_80 and later
  * (the kernels compile empty for compute_75, which mma_ready refuses). nn_nam.cu
  * chooses it. Each kernel's prologue (nam_block) and the host side (run_kernels) are
@@ -53,6 +55,14 @@ constexpr int BLOCK = 128; /* 4 warps: TILE rows */
  * The dK/dV kernel asks for 4 (128 registers, no spill at DP 32, CP 64, where it would take
  * 161 and allow 3). */
 constexpr int FORWARD_BLOCKS = 5;
+
+/* What a kernel's shared tiles hold: bfloat16 bits, or floats rounded to TF32; and their
+ * row padding (elements), which keeps each warp's fragment loads free of bank conflicts:
+ * rows of W + 4 floats for the TF32 loads (a lane's row g and column t: banks 4 g + t), of
+ * W + 8 bfloat16 for the bfloat16 ones (32-bit pair loads: banks 4 g + t again; 16-bit
+ * loads down rows 2 t, 2 t + 1: 8 t + g / 2). */
+template <bool BF16> using tile_elem = typename std::conditional<BF16, uint16_t, float>::type;
+template <bool BF16> constexpr int tile_pad = BF16 ? 8 : 4;
 
 #if FV_NAM_MMA
 constexpr int WARP_ROWS = 16; /* rows per warp */
@@ -100,26 +110,38 @@ __device__ __forceinline__ uint32_t bf16x2(float lo, float hi) {
   return *reinterpret_cast<const uint32_t *>(&v);
 }
 
+/* The bfloat16 kernels' tile conversion: load_tile's put4 stores pairs, rounded to nearest
+ * even. */
+struct to_bf16 {
+  __device__ __forceinline__ uint32_t pair(float lo, float hi) const { return bf16x2(lo, hi); }
+};
+
+/* The conversion of a kernel's tiles as they load (tile_elem). */
+template <bool BF16> using tile_conv = typename std::conditional<BF16, to_bf16, to_tf32>::type;
+
+/* The 32-bit word at p: two bfloat16 of a row, the first in the low half. */
+__device__ __forceinline__ uint32_t pair_at(const uint16_t *p) { return *reinterpret_cast<const uint32_t *>(p); }
+
 /* acc[j] += A (16 x K: rows at a, stride lda) times B (K x 8 NT), B(k, n) = b[n * ldb + k]
- * (the rows of b are B's columns, as K for Q K^T). BF16: operands rounded to bfloat16
- * here, m16n8k16 (K a multiple of 16); else TF32, m16n8k8, on operands already rounded to
- * TF32 (tile_conv). Fragments (PTX ISA) for lane 4 g + t: TF32 A a0 (g, t), a1 (g+8, t),
- * a2 (g, t+4), a3 (g+8, t+4), B b0 (t, g), b1 (t+4, g); BF16 A a0 (g, 2t..2t+1), a1 (g+8,
- * 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..), B b0 (2t..2t+1, g), b1 (2t+8..2t+9, g). */
+ * (the rows of b are B's columns, as K for Q K^T), from a kernel's tiles. BF16: bfloat16
+ * tiles, m16n8k16 (K a multiple of 16), a register's pair one 32-bit load; else TF32,
+ * m16n8k8, on floats already rounded to TF32 (tile_conv). Fragments (PTX ISA) for lane 4 g
+ * + t: TF32 A a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4), B b0 (t, g), b1 (t+4, g);
+ * BF16 A a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..), B b0
+ * (2t..2t+1, g), b1 (2t+8..2t+9, g). */
 template <int K, int NT, bool BF16>
-__device__ __forceinline__ void warp_mma(float (&acc)[NT][4], const float *a, int lda, const float *b, int ldb) {
+__device__ __forceinline__ void warp_mma(float (&acc)[NT][4], const tile_elem<BF16> *a, int lda,
+                                         const tile_elem<BF16> *b, int ldb) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  auto B = [&](int kk, int n) { return b[n * ldb + kk]; };
-  if (BF16) {
+  if constexpr (BF16) {
 #pragma unroll 2
     for (int k0 = 0; k0 < K; k0 += 16) {
-      const float *r0 = a + g * lda + k0 + 2 * t, *r8 = r0 + 8 * lda;
-      const uint32_t fa[4] = { bf16x2(r0[0], r0[1]), bf16x2(r8[0], r8[1]), bf16x2(r0[8], r0[9]),
-                               bf16x2(r8[8], r8[9]) };
+      const uint16_t *r0 = a + g * lda + k0 + 2 * t, *r8 = r0 + 8 * lda;
+      const uint32_t fa[4] = { pair_at(r0), pair_at(r8), pair_at(r0 + 8), pair_at(r8 + 8) };
 #pragma unroll
       for (int j = 0; j < NT; j++) {
-        const int n = 8 * j + g, kk = k0 + 2 * t;
-        mma16_bf16(acc[j], fa, bf16x2(B(kk, n), B(kk + 1, n)), bf16x2(B(kk + 8, n), B(kk + 9, n)));
+        const uint16_t *bn = b + (8 * j + g) * ldb + k0 + 2 * t;
+        mma16_bf16(acc[j], fa, pair_at(bn), pair_at(bn + 8));
       }
     }
   } else {
@@ -130,8 +152,8 @@ __device__ __forceinline__ void warp_mma(float (&acc)[NT][4], const float *a, in
                                __float_as_uint(a[(g + 8) * lda + k0 + t + 4]) };
 #pragma unroll
       for (int j = 0; j < NT; j++) {
-        const int n = 8 * j + g;
-        mma8(acc[j], fa, __float_as_uint(B(k0 + t, n)), __float_as_uint(B(k0 + t + 4, n)));
+        const float *bn = b + (8 * j + g) * ldb + k0 + t;
+        mma8(acc[j], fa, __float_as_uint(bn[0]), __float_as_uint(bn[4]));
       }
     }
   }
@@ -148,41 +170,40 @@ template <int NT> __device__ __forceinline__ void zero(float (&acc)[NT][4]) {
  * (Q and K rows, either way round; stride DP + 4), dp = c e^T over CP (dO and V rows; stride
  * CP + 4); a and c are the block's tiles, the warp's rows taken from them. */
 template <int DP, int CP, bool BF16>
-__device__ __forceinline__ void products(float (&s)[8][4], float (&dp)[8][4], const float *a, const float *b,
-                                         const float *c, const float *e, int w) {
-  constexpr int LQ = DP + 4, LV = CP + 4;
+__device__ __forceinline__ void products(float (&s)[8][4], float (&dp)[8][4], const tile_elem<BF16> *a,
+                                         const tile_elem<BF16> *b, const tile_elem<BF16> *c,
+                                         const tile_elem<BF16> *e, int w) {
+  constexpr int LQ = DP + tile_pad<BF16>, LV = CP + tile_pad<BF16>;
   zero(s);
   zero(dp);
   warp_mma<DP, 8, BF16>(s, a + w * WARP_ROWS * LQ, LQ, b, LQ);
   warp_mma<CP, 8, BF16>(dp, c + w * WARP_ROWS * LV, LV, e, LV);
 }
 
-/* How a kernel's shared tiles hold their values: rounded to TF32 for the TF32 products,
- * as they are for the bfloat16 ones (warp_mma rounds those itself). */
-template <bool BF16> using tile_conv = typename std::conditional<BF16, as_is, to_tf32>::type;
-
 /* acc[n] += P (16 x 64: the accumulators p of a product against a 64-row tile, P(g + 8 (e
  * >> 1), 8 j + 2 t + (e & 1)) = p[j][e]) times B (64 x 8 NT), B(k, n) = b[k * ldb + n]: P
  * goes from registers straight into A fragments. BF16: the accumulators of column tiles 2i
  * and 2i+1 are m16n8k16's A fragment for k = 16i .. 16i+15 as they are (a0 = p[2i][0..1],
- * a1 = p[2i][2..3], a2 = p[2i+1][0..1], a3 = p[2i+1][2..3]). TF32: a lane holds columns 2t
+ * a1 = p[2i][2..3], a2 = p[2i+1][0..1], a3 = p[2i+1][2..3]); B's pairs lie down a column
+ * of b, two 16-bit loads each. TF32: a lane holds columns 2t
  * and 2t+1 of tile j where m16n8k8 wants t and t+4, so the sum over the tile's 8 k runs in
  * another order: fragment index kappa stands for column 2 kappa (kappa < 4) or 2 (kappa - 4)
  * + 1, A's a0, a1, a2, a3 are p[j][0], p[j][2], p[j][1], p[j][3], and B's b0, b1 rows 8 j +
  * 2 t and 8 j + 2 t + 1 (with P rounded to TF32 here). */
 template <int NT, bool BF16>
-__device__ __forceinline__ void warp_mma_p(float (&acc)[NT][4], const float (&p)[8][4], const float *b, int ldb) {
+__device__ __forceinline__ void warp_mma_p(float (&acc)[NT][4], const float (&p)[8][4], const tile_elem<BF16> *b,
+                                           int ldb) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  if (BF16) {
+  if constexpr (BF16) {
 #pragma unroll
     for (int i = 0; i < 4; i++) {
       const uint32_t fa[4] = { bf16x2(p[2 * i][0], p[2 * i][1]), bf16x2(p[2 * i][2], p[2 * i][3]),
                                bf16x2(p[2 * i + 1][0], p[2 * i + 1][1]), bf16x2(p[2 * i + 1][2], p[2 * i + 1][3]) };
-      const float *r = b + (16 * i + 2 * t) * ldb; /* rows 16 i + 2 t, +1, +8, +9 */
+      const uint16_t *r = b + (16 * i + 2 * t) * ldb; /* rows 16 i + 2 t, +1, +8, +9 */
 #pragma unroll
       for (int j = 0; j < NT; j++) {
         const int n = 8 * j + g;
-        mma16_bf16(acc[j], fa, bf16x2(r[n], r[ldb + n]), bf16x2(r[8 * ldb + n], r[9 * ldb + n]));
+        mma16_bf16(acc[j], fa, r[n] | (uint32_t)r[ldb + n] << 16, r[8 * ldb + n] | (uint32_t)r[9 * ldb + n] << 16);
       }
     }
   } else {
@@ -232,10 +253,11 @@ __global__ void __launch_bounds__(BLOCK, FORWARD_BLOCKS)
                 int Cv, float scale) {
 #if FV_NAM_MMA
   extern __shared__ __align__(16) float smem[];
-  constexpr int LQ = DP + 4, LV = CP + 4;
-  float *Qs = smem;            /* (64, LQ) */
-  float *Ks = Qs + TILE * LQ;  /* (64, LQ) */
-  float *Vs = Ks + TILE * LQ;  /* (64, LV) */
+  using E = tile_elem<BF16>;
+  constexpr int LQ = DP + tile_pad<BF16>, LV = CP + tile_pad<BF16>;
+  E *Qs = reinterpret_cast<E *>(smem); /* (64, LQ) */
+  E *Ks = Qs + TILE * LQ;              /* (64, LQ) */
+  E *Vs = Ks + TILE * LQ;              /* (64, LV) */
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const nam_block at(q, NULL, N, k, v, M, D, Cv); /* owns queries, streams keys */
   at.load_own<DP, BLOCK, true>(Qs, LQ, tile_conv<BF16>());
@@ -306,13 +328,14 @@ __global__ void __launch_bounds__(BLOCK, 4)
              const float *lse, const float *delta, int64_t N, int64_t M, int D, int Cv, float scale) {
 #if FV_NAM_MMA
   extern __shared__ __align__(16) float smem[];
-  constexpr int LQ = DP + 4, LV = CP + 4;
-  float *Ks = smem;             /* (64, LQ) */
-  float *Vs = Ks + TILE * LQ;   /* (64, LV) */
-  float *Qs = Vs + TILE * LV;   /* (64, LQ) */
-  float *dOs = Qs + TILE * LQ;  /* (64, LV) */
-  float *Ls = dOs + TILE * LV;  /* (64): lse log2 e of the query tile, +inf past N */
-  float *Dl = Ls + TILE;        /* (64): delta of the query tile */
+  using E = tile_elem<BF16>;
+  constexpr int LQ = DP + tile_pad<BF16>, LV = CP + tile_pad<BF16>;
+  float *Ls = smem;                         /* (64): lse log2 e of the query tile, +inf past N */
+  float *Dl = Ls + TILE;                    /* (64): delta of the query tile */
+  E *Ks = reinterpret_cast<E *>(Dl + TILE); /* (64, LQ) */
+  E *Vs = Ks + TILE * LQ;                   /* (64, LV) */
+  E *Qs = Vs + TILE * LV;                   /* (64, LQ) */
+  E *dOs = Qs + TILE * LQ;                  /* (64, LV) */
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3;
   const nam_block at(k, v, M, q, dout, N, D, Cv); /* owns keys, streams queries */
   at.load_own<DP, CP, BLOCK, true>(Ks, LQ, Vs, LV, tile_conv<BF16>());
@@ -351,11 +374,12 @@ __global__ void __launch_bounds__(BLOCK)
            const float *delta, int64_t N, int64_t M, int D, int Cv, float scale) {
 #if FV_NAM_MMA
   extern __shared__ __align__(16) float smem[];
-  constexpr int LQ = DP + 4, LV = CP + 4;
-  float *Qs = smem;            /* (64, LQ) */
-  float *dOs = Qs + TILE * LQ; /* (64, LV) */
-  float *Ks = dOs + TILE * LV; /* (64, LQ) */
-  float *Vs = Ks + TILE * LQ;  /* (64, LV) */
+  using E = tile_elem<BF16>;
+  constexpr int LQ = DP + tile_pad<BF16>, LV = CP + tile_pad<BF16>;
+  E *Qs = reinterpret_cast<E *>(smem); /* (64, LQ) */
+  E *dOs = Qs + TILE * LQ;             /* (64, LV) */
+  E *Ks = dOs + TILE * LV;             /* (64, LQ) */
+  E *Vs = Ks + TILE * LQ;              /* (64, LV) */
   const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const nam_block at(q, dout, N, k, v, M, D, Cv); /* owns queries, streams keys */
   at.load_own<DP, CP, BLOCK, true>(Qs, LQ, dOs, LV, tile_conv<BF16>());
@@ -388,20 +412,23 @@ __global__ void __launch_bounds__(BLOCK)
 #endif
 }
 
-/* Shared bytes of each kernel for DP, CP. */
-constexpr size_t forward_smem(int DP, int CP) { /* Q, K, V */
-  return sizeof(float) * TILE * ((DP + 4) + (DP + 4) + (CP + 4));
+/* Shared bytes of each kernel for DP, CP: its tiles of TILE rows, DP or CP wide and padded. */
+template <bool BF16> constexpr size_t tile_bytes(int width) {
+  return sizeof(tile_elem<BF16>) * TILE * (width + tile_pad<BF16>);
 }
-constexpr size_t dkdv_smem(int DP, int CP) {
-  return sizeof(float) * (TILE * (2 * (DP + 4) + 2 * (CP + 4)) + 2 * TILE);
+template <bool BF16> constexpr size_t forward_smem(int DP, int CP) { /* Q, K, V */
+  return 2 * tile_bytes<BF16>(DP) + tile_bytes<BF16>(CP);
 }
-constexpr size_t dq_smem(int DP, int CP) { /* Q, dO, K, V */
-  return sizeof(float) * TILE * ((DP + 4) + (CP + 4) + (DP + 4) + (CP + 4));
+template <bool BF16> constexpr size_t dkdv_smem(int DP, int CP) { /* lse and delta, then K, V, Q, dO */
+  return sizeof(float) * 2 * TILE + 2 * tile_bytes<BF16>(DP) + 2 * tile_bytes<BF16>(CP);
+}
+template <bool BF16> constexpr size_t dq_smem(int DP, int CP) { /* Q, dO, K, V */
+  return 2 * tile_bytes<BF16>(DP) + 2 * tile_bytes<BF16>(CP);
 }
 
 template <int DP, int CP, bool BF16> int run(const fv_nn_call *c, int backward) {
   const kernel_set ks = {mma_forward<DP, CP, BF16>, mma_dkdv<DP, CP, BF16>, mma_dq<DP, CP, BF16>, BLOCK,
-                         forward_smem(DP, CP), dkdv_smem(DP, CP), dq_smem(DP, CP),
+                         forward_smem<BF16>(DP, CP), dkdv_smem<BF16>(DP, CP), dq_smem<BF16>(DP, CP),
                          BF16 ? "nam_attention (bf16 mma)" : "nam_attention (TF32 mma)",
                          "nam_attention backward (dk, dv; mma)", "nam_attention backward (dq; mma)"};
   return run_kernels(c, backward, ks);
