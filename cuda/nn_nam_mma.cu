@@ -119,12 +119,28 @@ struct to_bf16 {
 /* The conversion of a kernel's tiles as they load (tile_elem). */
 template <bool BF16> using tile_conv = typename std::conditional<BF16, to_bf16, to_tf32>::type;
 
-/* The 32-bit word at p: two bfloat16 of a row, the first in the low half. */
-__device__ __forceinline__ uint32_t pair_at(const uint16_t *p) { return *reinterpret_cast<const uint32_t *>(p); }
+/* Four 8 x 8 matrices of bfloat16 from shared memory into a warp's registers (ldmatrix
+ * .x4): lanes 8 m .. 8 m + 7 give the addresses of matrix m's rows (8 values, 16 bytes,
+ * 16-byte aligned); lane 4 g + t gets in r[m] matrix m's row g, columns 2 t and 2 t + 1
+ * (an A fragment's or a row-major B's pair), or with TRANS its rows 2 t and 2 t + 1 of
+ * column g (a pair down a column); the first value in the low half. One instruction for
+ * what took four 32-bit or eight 16-bit loads. */
+template <bool TRANS> __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const uint16_t *row) {
+  const unsigned shared = (unsigned)__cvta_generic_to_shared(row);
+  if (TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(shared));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(shared));
+}
 
 /* acc[j] += A (16 x K: rows at a, stride lda) times B (K x 8 NT), B(k, n) = b[n * ldb + k]
  * (the rows of b are B's columns, as K for Q K^T), from a kernel's tiles. BF16: bfloat16
- * tiles, m16n8k16 (K a multiple of 16), a register's pair one 32-bit load; else TF32,
+ * tiles, m16n8k16 (K a multiple of 16, NT even), the fragments by ldmatrix (A's four
+ * registers in one, B's two for column tiles j and j + 1 in one); else TF32,
  * m16n8k8, on floats already rounded to TF32 (tile_conv). Fragments (PTX ISA) for lane 4 g
  * + t: TF32 A a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4), B b0 (t, g), b1 (t+4, g);
  * BF16 A a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..), B b0
@@ -134,14 +150,18 @@ __device__ __forceinline__ void warp_mma(float (&acc)[NT][4], const tile_elem<BF
                                          const tile_elem<BF16> *b, int ldb) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   if constexpr (BF16) {
+    static_assert(NT % 2 == 0, "warp_mma: B fragments load two column tiles at a time");
+    const int m = lane >> 3, row = lane & 7; /* the matrix and the row whose address this lane gives */
 #pragma unroll 2
     for (int k0 = 0; k0 < K; k0 += 16) {
-      const uint16_t *r0 = a + g * lda + k0 + 2 * t, *r8 = r0 + 8 * lda;
-      const uint32_t fa[4] = { pair_at(r0), pair_at(r8), pair_at(r0 + 8), pair_at(r8 + 8) };
+      uint32_t fa[4]; /* matrices: rows 0-7 and 8-15 at k0, then at k0 + 8 */
+      ldmatrix_x4<false>(fa, a + (row + 8 * (m & 1)) * lda + k0 + 8 * (m >> 1));
 #pragma unroll
-      for (int j = 0; j < NT; j++) {
-        const uint16_t *bn = b + (8 * j + g) * ldb + k0 + 2 * t;
-        mma16_bf16(acc[j], fa, pair_at(bn), pair_at(bn + 8));
+      for (int j = 0; j < NT; j += 2) {
+        uint32_t fb[4]; /* matrices: b rows 8 j .. 8 j + 7 at k0, k0 + 8, then rows 8 (j + 1) .. likewise */
+        ldmatrix_x4<false>(fb, b + (8 * j + row + 8 * (m >> 1)) * ldb + k0 + 8 * (m & 1));
+        mma16_bf16(acc[j], fa, fb[0], fb[1]);
+        mma16_bf16(acc[j + 1], fa, fb[2], fb[3]);
       }
     }
   } else {
@@ -185,7 +205,7 @@ __device__ __forceinline__ void products(float (&s)[8][4], float (&dp)[8][4], co
  * goes from registers straight into A fragments. BF16: the accumulators of column tiles 2i
  * and 2i+1 are m16n8k16's A fragment for k = 16i .. 16i+15 as they are (a0 = p[2i][0..1],
  * a1 = p[2i][2..3], a2 = p[2i+1][0..1], a3 = p[2i+1][2..3]); B's pairs lie down a column
- * of b, two 16-bit loads each. TF32: a lane holds columns 2t
+ * of b: ldmatrix .trans, column tiles j and j + 1 in one (NT even). TF32: a lane holds columns 2t
  * and 2t+1 of tile j where m16n8k8 wants t and t+4, so the sum over the tile's 8 k runs in
  * another order: fragment index kappa stands for column 2 kappa (kappa < 4) or 2 (kappa - 4)
  * + 1, A's a0, a1, a2, a3 are p[j][0], p[j][2], p[j][1], p[j][3], and B's b0, b1 rows 8 j +
@@ -195,15 +215,18 @@ __device__ __forceinline__ void warp_mma_p(float (&acc)[NT][4], const float (&p)
                                            int ldb) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   if constexpr (BF16) {
+    static_assert(NT % 2 == 0, "warp_mma_p: B fragments load two column tiles at a time");
 #pragma unroll
     for (int i = 0; i < 4; i++) {
       const uint32_t fa[4] = { bf16x2(p[2 * i][0], p[2 * i][1]), bf16x2(p[2 * i][2], p[2 * i][3]),
                                bf16x2(p[2 * i + 1][0], p[2 * i + 1][1]), bf16x2(p[2 * i + 1][2], p[2 * i + 1][3]) };
-      const uint16_t *r = b + (16 * i + 2 * t) * ldb; /* rows 16 i + 2 t, +1, +8, +9 */
+      const int m = lane >> 3, row = lane & 7; /* the matrix and the row whose address this lane gives */
 #pragma unroll
-      for (int j = 0; j < NT; j++) {
-        const int n = 8 * j + g;
-        mma16_bf16(acc[j], fa, r[n] | (uint32_t)r[ldb + n] << 16, r[8 * ldb + n] | (uint32_t)r[9 * ldb + n] << 16);
+      for (int j = 0; j < NT; j += 2) {
+        uint32_t fb[4]; /* matrices: rows 16 i .. 16 i + 7 and + 8 .. + 15 at column 8 j, then at 8 (j + 1) */
+        ldmatrix_x4<true>(fb, b + (16 * i + row + 8 * (m & 1)) * ldb + 8 * j + 8 * (m >> 1));
+        mma16_bf16(acc[j], fa, fb[0], fb[1]);
+        mma16_bf16(acc[j + 1], fa, fb[2], fb[3]);
       }
     }
   } else {

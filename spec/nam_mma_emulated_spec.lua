@@ -2,7 +2,7 @@
 -- tensor cores: forward, dK/dV, dQ; TF32 and bfloat16) run on the CPU, without nvcc or a
 -- GPU, against a float64 attention. The kernels' own source is used: their device code
 -- (and cuda/nam_tiles.cuh's) is cut out of the files, its inline PTX (cvt.rna.tf32,
--- ex2.approx, the two mma.sync) replaced by calls to the emulations of
+-- ex2.approx, the two mma.sync, the two ldmatrix) replaced by calls to the emulations of
 -- spec/cuda_emulated/nam_mma_shim.h, and compiled with the host's C++ compiler into
 -- spec/cuda_emulated/nam_mma_check.cpp, which runs every block of each kernel's grid as
 -- 128 threads. What this checks: the fragment layouts, the softmax and its rescaling,
@@ -48,6 +48,8 @@ local function kernel_source()
     { 'asm("ex2.approx.ftz.f32', 'r = emu_ex2(x);' },
     { 'asm volatile("mma.sync.aligned.m16n8k8.', 'emu_mma(c, a, b0, b1, false);' },
     { 'asm volatile("mma.sync.aligned.m16n8k16.', 'emu_mma(c, a, b0, b1, true);' },
+    { 'asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.', 'emu_ldmatrix(r, row, true);' },
+    { 'asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.', 'emu_ldmatrix(r, row, false);' },
   } do
     mma = replace_statement(mma, r[1], r[2], 'nn_nam_mma.cu')
   end

@@ -5,7 +5,8 @@
  * warp barriers, each lane then computing its own results as the PTX ISA lays them out
  * (m16n8k8 TF32 with the operands' low 13 bits ignored, m16n8k16 bfloat16; products
  * summed in double); cvt.rna.tf32 (nearest, ties away), ex2.approx.ftz (exp2f, subnormal
- * results flushed) and bfloat16 rounding (nearest even) emulated. */
+ * results flushed), ldmatrix (x4, plain and transposed) and bfloat16 rounding (nearest
+ * even) emulated. */
 #ifndef FOVEA_SPEC_NAM_MMA_SHIM_H
 #define FOVEA_SPEC_NAM_MMA_SHIM_H
 #include <pthread.h>
@@ -13,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <cstdio>
+#include <cstdlib>
 #include <type_traits>
 struct dim3 { unsigned x = 0, y = 0, z = 0; };
 thread_local dim3 threadIdx, blockIdx;
@@ -58,6 +60,27 @@ static inline uint32_t emu_tf32(float x) {
   return u & 0xffffe000u;
 }
 static inline float emu_ex2(float x) { float r = exp2f(x); return std::fpclassify(r) == FP_SUBNORMAL ? 0.f : r; }
+/* ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16: lanes 8 m .. 8 m + 7 give the rows of
+ * matrix m (8 16-bit values each, which must be 16-byte aligned); lane 4 g + t gets in r[m]
+ * matrix m's row g, columns 2 t, 2 t + 1, or with trans its rows 2 t, 2 t + 1 of column g,
+ * the first in the low half. */
+static const uint16_t *xa[4][32];
+static inline size_t __cvta_generic_to_shared(const void *p) { return (size_t)p; }
+static inline void emu_ldmatrix(uint32_t (&r)[4], const uint16_t *row, bool trans) {
+  const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  if ((uintptr_t)row % 16) {
+    fprintf(stderr, "ldmatrix: lane %d's row address %p is not 16-byte aligned\n", lane, (const void *)row);
+    abort();
+  }
+  xa[w][lane] = row;
+  __syncwarp();
+  for (int m = 0; m < 4; m++) {
+    const uint16_t *lo = trans ? xa[w][8 * m + 2 * t] + g : xa[w][8 * m + g] + 2 * t;
+    const uint16_t *hi = trans ? xa[w][8 * m + 2 * t + 1] + g : lo + 1;
+    r[m] = *lo | (uint32_t)*hi << 16;
+  }
+  __syncwarp();
+}
 static inline float tfv(uint32_t u) { return __uint_as_float(u & 0xffffe000u); }
 static inline float bfv(uint32_t u, int hi) { return __uint_as_float(hi ? (u & 0xffff0000u) : (u << 16)); }
 static inline void emu_mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, bool bf16) {
