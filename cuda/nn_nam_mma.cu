@@ -4,8 +4,8 @@
  * scores, the softmax state and the accumulators in registers: a block of 4 warps takes
  * 64 rows (queries, or keys in the dK/dV pass), each warp 16 of them; 64-row tiles of the
  * other side stream through shared memory (float32 rounded to TF32, or bfloat16). P (or
- * dS) stays in registers: the
- * accumulator fragments of one product are the A fragments of the next (warp_mma_p).
+ * dS) stays in registers: the accumulator fragments of one product are the A fragments of
+ * the next (warp_mma_p).
  *   forward   S = Q K^T, online max per row (quad shuffles) and sums per lane (added
  *             across the quad once, at the end), O = O alpha + P V;
  *             writes out (B, N, Cv) and lse (B, N). The exponentials are base 2
@@ -19,8 +19,8 @@
  * c3 (g+8, 2t+1); the operand layouts are at warp_mma. TF32 operands are rounded with
  * cvt.rna once, as they enter shared memory (tile loads), and P or dS as they become A
  * fragments, not at each fragment load; bfloat16 ones to nearest even, likewise, the tiles
- * then holding bfloat16 (half the shared memory; a register's pair of operands one 32-bit
- * load along a row, or two 16-bit loads down a column).
+ * then holding bfloat16 (half the shared memory; fragments by ldmatrix, .trans for
+ * operands down a column).
  * D and Cv are padded to DP (16, 32, 64) and CP (32, 64) with zeros; sm_80 and later
  * (the kernels compile empty for compute_75, which mma_ready refuses). nn_nam.cu
  * chooses it. Each kernel's prologue (nam_block) and the host side (run_kernels) are
@@ -59,8 +59,8 @@ constexpr int FORWARD_BLOCKS = 5;
 /* What a kernel's shared tiles hold: bfloat16 bits, or floats rounded to TF32; and their
  * row padding (elements), which keeps each warp's fragment loads free of bank conflicts:
  * rows of W + 4 floats for the TF32 loads (a lane's row g and column t: banks 4 g + t), of
- * W + 8 bfloat16 for the bfloat16 ones (32-bit pair loads: banks 4 g + t again; 16-bit
- * loads down rows 2 t, 2 t + 1: 8 t + g / 2). */
+ * W + 8 bfloat16 for ldmatrix (rows of a multiple of 16 bytes whose 8 rows per matrix start
+ * in different 4-bank groups). */
 template <bool BF16> using tile_elem = typename std::conditional<BF16, uint16_t, float>::type;
 template <bool BF16> constexpr int tile_pad = BF16 ? 8 : 4;
 
@@ -187,8 +187,8 @@ template <int NT> __device__ __forceinline__ void zero(float (&acc)[NT][4]) {
 }
 
 /* The backward's two products for warp w's 16 rows against a 64-row tile: s = a b^T over DP
- * (Q and K rows, either way round; stride DP + 4), dp = c e^T over CP (dO and V rows; stride
- * CP + 4); a and c are the block's tiles, the warp's rows taken from them. */
+ * (Q and K rows, either way round; stride DP + tile_pad), dp = c e^T over CP (dO and V rows;
+ * stride CP + tile_pad); a and c are the block's tiles, the warp's rows taken from them. */
 template <int DP, int CP, bool BF16>
 __device__ __forceinline__ void products(float (&s)[8][4], float (&dp)[8][4], const tile_elem<BF16> *a,
                                          const tile_elem<BF16> *b, const tile_elem<BF16> *c,
@@ -216,11 +216,11 @@ __device__ __forceinline__ void warp_mma_p(float (&acc)[NT][4], const float (&p)
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   if constexpr (BF16) {
     static_assert(NT % 2 == 0, "warp_mma_p: B fragments load two column tiles at a time");
+    const int m = lane >> 3, row = lane & 7; /* the matrix and the row whose address this lane gives */
 #pragma unroll
     for (int i = 0; i < 4; i++) {
       const uint32_t fa[4] = { bf16x2(p[2 * i][0], p[2 * i][1]), bf16x2(p[2 * i][2], p[2 * i][3]),
                                bf16x2(p[2 * i + 1][0], p[2 * i + 1][1]), bf16x2(p[2 * i + 1][2], p[2 * i + 1][3]) };
-      const int m = lane >> 3, row = lane & 7; /* the matrix and the row whose address this lane gives */
 #pragma unroll
       for (int j = 0; j < NT; j += 2) {
         uint32_t fb[4]; /* matrices: rows 16 i .. 16 i + 7 and + 8 .. + 15 at column 8 j, then at 8 (j + 1) */
